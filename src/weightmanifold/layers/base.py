@@ -1,0 +1,154 @@
+"""The base of every manifold layer: :class:`ManifoldModule` and the per-batch :class:`Conditioning`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..topology import Manifold
+
+__all__ = ["Conditioning", "ManifoldModule", "single_condition"]
+
+
+def single_condition(
+    manifold: Manifold, s: object, dtype: torch.dtype, device: torch.device | str | None = None
+) -> Tensor:
+    """Basis coefficients ``[1, n]`` of one condition ``s`` (a number, or a ``dim``-vector).
+
+    Raises:
+        ValueError: if ``s`` is more than one condition or invalid for ``manifold``.
+    """
+    t = torch.as_tensor(s, dtype=dtype, device=device)
+    if manifold.dim > 1 or t.ndim == 2:
+        t = t.reshape(1, -1) if t.ndim <= 1 else t
+    elif t.ndim == 0:
+        t = t.reshape(1)
+    if t.shape[0] != 1:
+        raise ValueError(f"expected a single condition s, got {t.shape[0]} ({list(t.shape)})")
+    return manifold.coefficients(t)
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """The basis coefficients of one batch, computed once and shared by every layer.
+
+    Attributes:
+        coefficients: ``a(s_i)`` for every example, ``[B, n]``.
+        unique: the distinct rows of ``coefficients``, ``[U, n]``.
+        index: for every example, its row in ``unique``, ``[B]`` (int64).
+    """
+
+    coefficients: Tensor
+    unique: Tensor
+    index: Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return self.coefficients.shape[0]
+
+    @property
+    def num_unique(self) -> int:
+        return self.unique.shape[0]
+
+    @classmethod
+    def from_s(cls, manifold: Manifold, s: object) -> Conditioning:
+        """Validate ``s`` for ``manifold`` and evaluate its basis once per distinct value.
+
+        Raises:
+            TypeError, ValueError: as :meth:`Manifold.coefficients`.
+        """
+        s2 = manifold.check(s)
+        if s2.shape[1] == 0:  # Point: a single network
+            coeffs = manifold._basis(s2)
+            return cls(coeffs, coeffs[:1], torch.zeros(len(s2), dtype=torch.long, device=s2.device))
+        uniq, index = torch.unique(s2.detach(), dim=0, return_inverse=True)
+        unique_coeffs = manifold._basis(uniq)
+        return cls(unique_coeffs[index], unique_coeffs, index)
+
+    def to(self, dtype: torch.dtype) -> Conditioning:
+        """The same conditioning with coefficients cast to ``dtype``."""
+        if self.coefficients.dtype == dtype:
+            return self
+        return Conditioning(self.coefficients.to(dtype), self.unique.to(dtype), self.index)
+
+
+class ManifoldModule(nn.Module):
+    """A module some of whose parameters carry a leading basis axis of size ``manifold.n``.
+
+    Subclasses register those parameters with :meth:`register_manifold_parameter`;
+    :class:`~weightmanifold.Preconditioned` finds them through
+    :meth:`manifold_parameters` and multiplies their gradients by the metric's
+    inverse along that axis.
+    """
+
+    manifold: Manifold
+
+    def __init__(self, manifold: Manifold) -> None:
+        super().__init__()
+        if not isinstance(manifold, Manifold):
+            raise TypeError(f"manifold must be a weightmanifold Manifold, got {type(manifold).__name__}")
+        self.manifold = manifold
+        self._manifold_param_names: list[str] = []
+
+    def register_manifold_parameter(self, name: str, param: nn.Parameter | None) -> None:
+        """Register ``param`` (shape ``[n, ...]``) as a parameter living on the manifold."""
+        if param is not None and (param.ndim == 0 or param.shape[0] != self.manifold.n):
+            raise ValueError(
+                f"manifold parameter {name!r} must have a leading basis axis of size "
+                f"n={self.manifold.n}, got shape {list(param.shape)}"
+            )
+        self.register_parameter(name, param)
+        if param is not None:
+            self._manifold_param_names.append(name)
+
+    def manifold_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """The ``(name, parameter)`` pairs of this module that carry a basis axis."""
+        for name in self._manifold_param_names:
+            yield name, getattr(self, name)
+
+    def conditioning(self, s: object) -> Conditioning:
+        """``s`` as a :class:`Conditioning` (passed through when it already is one)."""
+        if isinstance(s, Conditioning):
+            if s.coefficients.shape[1] != self.manifold.n:
+                raise ValueError(
+                    f"conditioning has {s.coefficients.shape[1]} basis coefficients, "
+                    f"but this layer's manifold {self.manifold!r} has n={self.manifold.n}"
+                )
+            return s
+        if s is None:
+            raise ValueError(
+                f"{type(self).__name__} lives on {self.manifold!r}: call it with the "
+                "conditions s (one per example)"
+            )
+        return Conditioning.from_s(self.manifold, s)
+
+    def get_extra_state(self) -> dict:
+        """Saved in the state dict so that loading into another manifold fails clearly."""
+        return {"manifold": repr(self.manifold), "config": self.manifold._config()}
+
+    def set_extra_state(self, state: object) -> None:
+        """Nothing to restore: the manifold is checked in ``_load_from_state_dict``."""
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs) -> None:  # type: ignore[override]
+        extra = state_dict.get(prefix + "_extra_state")
+        if isinstance(extra, dict) and extra.get("config") != self.manifold._config():
+            where = prefix.rstrip(".") or type(self).__name__
+            error_msgs.append(
+                f"{where}: the state dict was saved from a model on {extra.get('manifold')}, "
+                f"but this model lives on {self.manifold!r} (n={self.manifold.n})"
+            )
+        else:
+            for name in self._manifold_param_names:
+                got = state_dict.get(prefix + name)
+                if got is not None and (got.ndim == 0 or got.shape[0] != self.manifold.n):
+                    error_msgs.append(
+                        f"{prefix + name}: the state dict holds a tensor of shape {list(got.shape)}, "
+                        f"but this model lives on {self.manifold!r} with n={self.manifold.n} "
+                        "basis points"
+                    )
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)

@@ -1,0 +1,291 @@
+"""Metric-preconditioned optimisation: gradients multiplied by :math:`\\bar G^{-1}` along the basis axis.
+
+For a manifold :math:`M(s, P) = \\sum_k a_k(s) P_k` the movement of the whole
+manifold caused by a step :math:`\\Delta P` is
+
+.. math::
+
+    \\int \\lVert M(s, P + \\Delta P) - M(s, P) \\rVert^2 d\\rho(s)
+    = \\mathrm{vec}(\\Delta P)^T (\\bar G \\otimes I_d)\\, \\mathrm{vec}(\\Delta P),
+
+so the step of best linearised decrease at fixed movement is
+
+.. math:: \\Delta P = -\\eta\\, (\\bar G^{-1} \\otimes I_d)\\, \\nabla_P L ,
+
+which never needs the :math:`nd \\times nd` matrix: one :math:`n \\times n` product
+per tensor along its leading basis axis. The step is invariant to the choice of
+basis for the same manifold (paper §2.2, Theorem 1, Algorithm 1 step 13).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .layers.base import ManifoldModule
+from .topology import Manifold
+
+__all__ = ["Preconditioned", "manifold_parameters", "precondition_gradients"]
+
+
+def manifold_parameters(model: nn.Module) -> list[tuple[nn.Parameter, Manifold]]:
+    """Every parameter of ``model`` with a leading basis axis, paired with its manifold.
+
+    Found through the :class:`~weightmanifold.layers.base.ManifoldModule` submodules
+    of ``model`` (DDP- and ``torch.compile``-wrapped models included). A parameter
+    shared by several modules is listed once.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    seen: set[int] = set()
+    out = []
+    for module in model.modules():
+        if isinstance(module, ManifoldModule):
+            for _, p in module.manifold_parameters():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    out.append((p, module.manifold))
+    return out
+
+
+class _Metric:
+    """Caches the ``[n, n]`` preconditioner of each manifold in each dtype/device."""
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+        self._f64: dict[Manifold, Tensor] = {}
+        self._cast: dict[tuple[Manifold, torch.dtype, torch.device], tuple[Tensor, bool]] = {}
+
+    def matrix(self, manifold: Manifold) -> Tensor:
+        if manifold not in self._f64:
+            self._f64[manifold] = manifold.preconditioner(**self.options)
+        return self._f64[manifold]
+
+    def cast(self, manifold: Manifold, like: Tensor) -> tuple[Tensor, bool]:
+        key = (manifold, like.dtype, like.device)
+        if key not in self._cast:
+            m = self.matrix(manifold)
+            diagonal = bool((m - torch.diag(m.diagonal())).abs().max() == 0)
+            self._cast[key] = (m.diagonal() if diagonal else m).to(like.dtype).to(like.device), diagonal
+        return self._cast[key]
+
+    def apply(self, params: Iterable[tuple[nn.Parameter, Manifold]]) -> None:
+        for p, manifold in params:
+            g = p.grad
+            if g is None:
+                continue
+            if g.is_sparse:
+                raise ValueError(
+                    "metric preconditioning needs dense gradients; build embeddings "
+                    "with sparse=False"
+                )
+            if g.shape[0] != manifold.n:
+                raise ValueError(
+                    f"a parameter of shape {list(p.shape)} is registered on {manifold!r} "
+                    f"but has no leading basis axis of size n={manifold.n}"
+                )
+            m, diagonal = self.cast(manifold, g)
+            if diagonal:
+                g.mul_(m.reshape(-1, *([1] * (g.ndim - 1))))
+            else:
+                flat = g.reshape(manifold.n, -1)
+                g.copy_((m @ flat).reshape(g.shape))
+
+
+def precondition_gradients(
+    model: nn.Module,
+    *,
+    measure: object = None,
+    frozen: Sequence[int] = (),
+    singular: str = "regularize",
+    eps: float = 1e-3,
+) -> None:
+    """Multiply, in place, the gradient of every manifold parameter by the metric's inverse.
+
+    ``grad[k] ← Σ_j (Ḡ⁻¹)_{kj} grad[j]`` along the leading basis axis; parameters
+    without a basis axis are left unchanged. With ``frozen`` basis points their
+    gradients become zero and the others are multiplied by :math:`G_{LL}^{-1}`.
+    Linear in the gradient, so it commutes with DDP's all-reduce.
+
+    Args:
+        model: a model containing manifold layers.
+        measure, frozen, singular, eps: as :meth:`Manifold.preconditioner`.
+
+    Examples:
+        >>> import torch, weightmanifold as wm
+        >>> p = wm.ManifoldParameter(wm.Ellipse(), (2,))
+        >>> p(torch.rand(8)).sum().backward()
+        >>> wm.precondition_gradients(p)
+    """
+    _Metric(measure=measure, frozen=tuple(frozen), singular=singular, eps=eps).apply(
+        manifold_parameters(model)
+    )
+
+
+class Preconditioned(torch.optim.Optimizer):
+    """Any ``torch.optim`` optimiser stepping on metric-preconditioned gradients.
+
+    Each :meth:`step` first multiplies the gradient of every manifold parameter
+    by :math:`\\bar G^{-1}` along its basis axis (one ``n × n`` product per
+    tensor, never the ``nd × nd`` matrix), then lets the wrapped optimiser
+    step — the paper's Algorithm 1 and Appendix E: momentum, Adam's moments and
+    weight decay all act on the preconditioned gradient. Parameters without a
+    basis axis pass through unchanged. Frozen basis points are kept exactly
+    where they are, even under weight decay.
+
+    Works with learning-rate schedulers (it is an ``Optimizer`` whose
+    ``param_groups`` are the wrapped optimiser's).
+
+    Args:
+        optimizer: the optimiser to wrap, built over ``model.parameters()``.
+        model: the model whose manifold parameters are preconditioned.
+        measure: ``None`` (uniform, the paper's) or the measure of the training
+            conditions (see :meth:`Manifold.gram`).
+        frozen: basis indices that stay fixed (the tethered rod: ``[0]``).
+        singular, eps: treatment of a singular metric (see
+            :meth:`Manifold.preconditioner`).
+
+    Raises:
+        TypeError: if ``optimizer`` is not a ``torch.optim.Optimizer``.
+        ValueError: if a manifold parameter of ``model`` is not optimised by
+            ``optimizer`` (its step would be silently skipped).
+
+    Examples:
+        >>> import torch, weightmanifold as wm
+        >>> model = wm.ManifoldParameter(wm.Ellipse(), (4,))
+        >>> opt = wm.Preconditioned(torch.optim.SGD(model.parameters(), lr=0.1), model)
+        >>> model(torch.rand(16)).pow(2).sum().backward()
+        >>> opt.step(); opt.zero_grad()
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        model: nn.Module,
+        *,
+        measure: object = None,
+        frozen: Sequence[int] = (),
+        singular: str = "regularize",
+        eps: float = 1e-3,
+    ) -> None:
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(
+                f"Preconditioned wraps a torch.optim.Optimizer, got {type(optimizer).__name__}"
+            )
+        if isinstance(optimizer, Preconditioned):
+            raise TypeError("the optimizer is already Preconditioned")
+        self.optimizer = optimizer
+        self.frozen = tuple(int(i) for i in frozen)
+        self._params = manifold_parameters(model)
+        optimised = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        missing = [tuple(p.shape) for p, _ in self._params if id(p) not in optimised]
+        if missing:
+            raise ValueError(
+                f"{len(missing)} manifold parameter(s) of the model (shapes {missing[:3]}) "
+                "are not in the optimizer; build it over model.parameters()"
+            )
+        self._metric = _Metric(measure=measure, frozen=self.frozen, singular=singular, eps=eps)
+        for _, manifold in self._params:  # fail early on a bad measure / frozen set
+            self._metric.matrix(manifold)
+
+    # -- the wrapped optimiser's state, shared ---------------------------------------------
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        return self.optimizer.param_groups
+
+    @param_groups.setter
+    def param_groups(self, value: list[dict[str, Any]]) -> None:
+        self.optimizer.param_groups = value
+
+    @property
+    def state(self) -> Any:  # type: ignore[override]
+        return self.optimizer.state
+
+    @property
+    def defaults(self) -> dict[str, Any]:  # type: ignore[override]
+        return self.optimizer.defaults
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        self.optimizer.add_param_group(param_group)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    # -- stepping ----------------------------------------------------------------------------
+    def precondition(self) -> None:
+        """Precondition the current gradients in place (what :meth:`step` does first)."""
+        self._metric.apply(self._params)
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        """Precondition the gradients, then step the wrapped optimiser.
+
+        With a ``closure`` (which re-computes the loss and calls ``backward``),
+        the gradients it produces are preconditioned each time it is called.
+        """
+        saved = self._frozen_values()
+        if closure is None:
+            self.precondition()
+            loss = self.optimizer.step()
+        else:
+
+            def preconditioned_closure() -> Any:
+                with torch.enable_grad():
+                    out = closure()
+                self.precondition()
+                return out
+
+            loss = self.optimizer.step(preconditioned_closure)
+        self._restore(saved)
+        return loss
+
+    def _frozen_values(self) -> list[tuple[nn.Parameter, Tensor]]:
+        if not self.frozen:
+            return []
+        idx = list(self.frozen)
+        return [(p, p.detach()[idx].clone()) for p, _ in self._params]
+
+    def _restore(self, saved: list[tuple[nn.Parameter, Tensor]]) -> None:
+        idx = list(self.frozen)
+        with torch.no_grad():
+            for p, values in saved:
+                p[idx] = values
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def _signature(self) -> dict[str, Any]:
+        return {
+            "frozen": list(self.frozen),
+            "manifolds": sorted({repr(m) for _, m in self._params}),
+        }
+
+    def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
+        """The wrapped optimiser's state dict, plus what identifies the preconditioning."""
+        sd = self.optimizer.state_dict()
+        sd["weightmanifold"] = self._signature()
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
+        """Load a state dict saved by :meth:`state_dict` (or by the bare wrapped optimiser).
+
+        Raises:
+            ValueError: if it was saved for other manifolds or frozen points.
+        """
+        sd = dict(state_dict)
+        sig = sd.pop("weightmanifold", None)
+        if sig is not None and sig != self._signature():
+            raise ValueError(
+                f"optimizer state was saved for {sig}, but this optimizer preconditions "
+                f"{self._signature()}"
+            )
+        self.optimizer.load_state_dict(sd)
+
+    def __repr__(self) -> str:
+        return f"Preconditioned({self.optimizer!r}, frozen={list(self.frozen)})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)

@@ -1,0 +1,13 @@
+"""Topology: basis functions ``a(s)`` and their exact metric. Knows nothing about networks."""
+
+from .base import Manifold
+from .bspline import BSpline
+from .fourier import Ellipse, Fourier
+from .polynomial import Line, Point, Polynomial
+from .product import Cylinder, Product, Sheet, Torus
+from .sphere import Sphere
+
+__all__ = [
+    "Manifold", "Point", "Line", "Polynomial", "Fourier", "Ellipse", "BSpline",
+    "Product", "Torus", "Cylinder", "Sheet", "Sphere",
+]

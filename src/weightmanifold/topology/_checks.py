@@ -1,0 +1,115 @@
+"""Validation of conditions ``s`` and measures, with error messages that say what and where."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+_MAX_LISTED = 5
+
+
+def _listed(idx: Tensor, values: Tensor) -> str:
+    shown = ", ".join(
+        f"s[{int(i)}]={float(v):.6g}" for i, v in zip(idx[:_MAX_LISTED], values[:_MAX_LISTED])
+    )
+    more = len(idx) - _MAX_LISTED
+    return shown + (f" (and {more} more)" if more > 0 else "")
+
+
+def as_condition_batch(s: object, dim: int, name: str) -> Tensor:
+    """Bring ``s`` to a floating tensor of shape ``[B, dim]`` or raise a clear error."""
+    if isinstance(s, (bool,)) or s is None:
+        raise TypeError(f"{name}: s must be a floating-point tensor of conditions, got {s!r}")
+    if not isinstance(s, Tensor):
+        try:
+            s = torch.as_tensor(s, dtype=torch.get_default_dtype())
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(
+                f"{name}: s must be a floating-point tensor of conditions, "
+                f"got {type(s).__name__}"
+            ) from err
+    if not s.is_floating_point():
+        raise TypeError(
+            f"{name}: s must be a floating-point tensor, got dtype {s.dtype}; "
+            "convert it with s.float() or s.double()"
+        )
+    if s.ndim == 0:
+        s = s.reshape(1)
+    if s.ndim == 1 and dim <= 1:
+        return s[:, None] if dim == 1 else s[:, None][:, :0]
+    if s.ndim == 2 and s.shape[1] == dim:
+        return s
+    expected = "[B] or [B, 1]" if dim == 1 else ("[B] or [B, 0]" if dim == 0 else f"[B, {dim}]")
+    raise ValueError(
+        f"{name} expects s of shape {expected} (one column per coordinate), "
+        f"got shape {list(s.shape)}"
+    )
+
+
+def check_finite(s: Tensor, name: str) -> None:
+    bad = ~torch.isfinite(s)
+    if bad.any():
+        rows = bad.reshape(len(s), -1).any(dim=1).nonzero().flatten()
+        vals = s.reshape(len(s), -1)[rows, bad.reshape(len(s), -1)[rows].float().argmax(dim=1)]
+        raise ValueError(f"{name}: s holds NaN or inf at {_listed(rows, vals)}")
+
+
+def check_unit_interval(col: Tensor, name: str, j: int, dim: int) -> None:
+    bad = (col < 0) | (col > 1)
+    if bad.any():
+        rows = bad.nonzero().flatten()
+        where = "" if dim == 1 else f" (column {j})"
+        raise ValueError(
+            f"{name}: s lies outside the bounded domain [0, 1]{where} at "
+            f"{_listed(rows, col[rows])}; pass clamp=True when building the "
+            "manifold to clamp such values instead"
+        )
+
+
+def learned_indices(frozen: Sequence[int], n: int) -> list[int]:
+    frozen_list = [int(i) for i in frozen]
+    bad = [i for i in frozen_list if not 0 <= i < n]
+    if bad:
+        raise ValueError(f"frozen basis indices {bad} are out of range for n={n}")
+    if len(set(frozen_list)) != len(frozen_list):
+        raise ValueError(f"frozen basis indices {frozen_list} contain duplicates")
+    learned = [i for i in range(n) if i not in set(frozen_list)]
+    if not learned:
+        raise ValueError(f"all {n} basis points are frozen: nothing left to learn")
+    return learned
+
+
+def measure_samples(measure: object, num_samples: int, name: str) -> tuple[Tensor, Tensor]:
+    """Turn a measure (samples, ``(samples, weights)`` or a sampler) into samples and weights."""
+    if callable(measure) and not isinstance(measure, Tensor):
+        sampler: Callable[[int], object] = measure
+        samples = sampler(num_samples)
+        weights = None
+    elif isinstance(measure, tuple) and len(measure) == 2:
+        samples, weights = measure
+    else:
+        samples, weights = measure, None
+    if not isinstance(samples, Tensor):
+        try:
+            samples = torch.as_tensor(samples, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(
+                f"{name}: a measure must be a tensor of samples, a (samples, weights) pair "
+                f"or a callable sampler, got {type(measure).__name__}"
+            ) from err
+    if samples.ndim == 0 or len(samples) == 0:
+        raise ValueError(f"{name}: the measure has no samples")
+    if weights is None:
+        w = torch.full((len(samples),), 1.0 / len(samples), dtype=torch.float64)
+    else:
+        w = torch.as_tensor(weights, dtype=torch.float64).flatten()
+        if len(w) != len(samples):
+            raise ValueError(
+                f"{name}: measure has {len(samples)} samples but {len(w)} weights"
+            )
+        if not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+            raise ValueError(f"{name}: measure weights must be finite, non-negative, not all 0")
+        w = w / w.sum()
+    return samples, w
