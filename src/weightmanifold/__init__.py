@@ -5,7 +5,24 @@ functions ``a(s)`` (the topology) and learned basis tensors ``W_k``, trained wit
 the metric-preconditioned step :math:`\\Delta P = -\\eta\\, \\bar G^{-1} \\nabla_P L`.
 """
 
-from .layers import Conditioning, ManifoldModule, ManifoldParameter
+from .conversion import ManifoldModel, manifoldify
+from .export import at
+from .layers import (
+    Conditioning,
+    ManifoldBatchNorm1d,
+    ManifoldBatchNorm2d,
+    ManifoldBatchNorm3d,
+    ManifoldConv1d,
+    ManifoldConv2d,
+    ManifoldConv3d,
+    ManifoldEmbedding,
+    ManifoldGroupNorm,
+    ManifoldLayerNorm,
+    ManifoldLinear,
+    ManifoldModule,
+    ManifoldMultiheadAttention,
+    ManifoldParameter,
+)
 from .preconditioning import Preconditioned, manifold_parameters, precondition_gradients
 from .topology import (
     BSpline,
@@ -32,7 +49,19 @@ __all__ = [
     "Fourier",
     "Line",
     "Manifold",
+    "ManifoldBatchNorm1d",
+    "ManifoldBatchNorm2d",
+    "ManifoldBatchNorm3d",
+    "ManifoldConv1d",
+    "ManifoldConv2d",
+    "ManifoldConv3d",
+    "ManifoldEmbedding",
+    "ManifoldGroupNorm",
+    "ManifoldLayerNorm",
+    "ManifoldLinear",
+    "ManifoldModel",
     "ManifoldModule",
+    "ManifoldMultiheadAttention",
     "ManifoldParameter",
     "Point",
     "Polynomial",
@@ -41,6 +70,8 @@ __all__ = [
     "Sheet",
     "Sphere",
     "Torus",
+    "at",
     "manifold_parameters",
+    "manifoldify",
     "precondition_gradients",
 ]

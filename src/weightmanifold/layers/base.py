@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from ..topology import Manifold
+from .context import active
 
 __all__ = ["Conditioning", "ManifoldModule", "single_condition"]
 
@@ -124,6 +125,30 @@ class ManifoldModule(nn.Module):
                 "conditions s (one per example)"
             )
         return Conditioning.from_s(self.manifold, s)
+
+    def _resolve(self, s: object) -> tuple[Conditioning, int]:
+        if s is None:
+            ctx = active()
+            if ctx is None:
+                raise ValueError(
+                    f"{type(self).__name__} lives on {self.manifold!r} and was called without "
+                    "conditions: pass s (layer(x, s) or model(x, s=s))"
+                )
+            return self.conditioning(ctx.conditioning), ctx.batch_dim
+        return self.conditioning(s), 0
+
+    def _check_batch(self, x: Tensor, cond: Conditioning, batch_dim: int) -> None:
+        b = cond.batch_size
+        if b == 1:
+            return
+        if x.ndim <= batch_dim or x.shape[batch_dim] != b:
+            got = x.shape[batch_dim] if x.ndim > batch_dim else "no"
+            raise ValueError(
+                f"{type(self).__name__}: s holds {b} conditions but the input of shape "
+                f"{list(x.shape)} has {got} examples along its batch axis (dim {batch_dim}); "
+                "give one condition per example (or a single one for the whole batch); "
+                "for sequence-first models convert with batch_dim=1"
+            )
 
     def get_extra_state(self) -> dict:
         """Saved in the state dict so that loading into another manifold fails clearly."""

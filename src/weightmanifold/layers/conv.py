@@ -1,0 +1,189 @@
+"""Convolutions on a manifold: :class:`ManifoldConv1d`, :class:`ManifoldConv2d`, :class:`ManifoldConv3d`."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..topology import Manifold
+from .linear_op import ManifoldOp
+
+__all__ = ["ManifoldConv1d", "ManifoldConv2d", "ManifoldConv3d"]
+
+_PLAIN = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+_FUNC = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+class _ManifoldConvNd(ManifoldOp):
+    """``nn.ConvNd`` whose kernel and bias move on a manifold.
+
+    .. math:: y_i = W(s_i) \\star x_i + b(s_i), \\qquad W(s) = \\sum_k a_k(s) W_k
+
+    Every option of ``nn.ConvNd`` is supported: stride, padding (numbers,
+    ``"same"``, ``"valid"``), padding modes (``zeros``, ``reflect``,
+    ``replicate``, ``circular``), dilation, groups and bias. Parameters:
+    ``weight`` ``[n, out, in / groups, *kernel]``, ``bias`` ``[n, out]``.
+    """
+
+    _dims: int
+
+    def __init__(self, manifold: Manifold, in_channels: int, out_channels: int,
+                 kernel_size: Any, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
+                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *,
+                 device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> None:
+        super().__init__(manifold)
+        plain = _PLAIN[self._dims](in_channels, out_channels, kernel_size, stride, padding,
+                                   dilation, groups, bias, padding_mode, device=device,
+                                   dtype=dtype)
+        for name in ("in_channels", "out_channels", "kernel_size", "stride", "padding",
+                     "dilation", "groups", "padding_mode", "_reversed_padding_repeated_twice"):
+            setattr(self, name, getattr(plain, name))
+        n = manifold.n
+        self.register_manifold_parameter(
+            "weight", nn.Parameter(torch.stack([plain.weight.detach()] * n)))
+        if bias:
+            self.register_manifold_parameter(
+                "bias", nn.Parameter(torch.stack([plain.bias.detach()] * n)))
+        else:
+            self.register_parameter("bias", None)
+
+    def _pad(self, x: Tensor) -> tuple[Tensor, Any]:
+        if self.padding_mode != "zeros":
+            return F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode), 0
+        return x, self.padding
+
+    def _conv(self, x: Tensor, weight: Tensor, bias: Tensor | None, groups: int) -> Tensor:
+        x, padding = self._pad(x)
+        return _FUNC[self._dims](x, weight, bias, self.stride, padding, self.dilation, groups)
+
+    def _plain(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        return self._conv(x, weight, bias, self.groups)
+
+    def _basis_forward(self, x: Tensor, a: Tensor, bd: int) -> Tensor:
+        if bd != 0:
+            raise ValueError(f"{type(self).__name__} takes its batch along dim 0, not {bd}")
+        if x.ndim != self._dims + 2:
+            raise ValueError(
+                f"{type(self).__name__} with per-example conditions needs a batched input "
+                f"of {self._dims + 2} dims, got shape {list(x.shape)}")
+        n, g = self.manifold.n, self.groups
+        cout, cin_g = self.out_channels, self.in_channels // g
+        kernel = self.weight.shape[3:]
+        w = self.weight.reshape(n, g, cout // g, cin_g, *kernel)
+        b = x.shape[0]
+        spatial_in = math.prod(x.shape[2:])
+        # take the path whose n×-wide intermediate tensor is smaller
+        if self._mix_inputs(
+                self.in_channels * spatial_in <= cout * math.prod(self._out_spatial(x.shape[2:]))):
+            # inputs scaled by a_k(s_i), stacked along channels within each group
+            sp = x.shape[2:]
+            xa = x.reshape(b, g, 1, cin_g, *sp) * a.reshape(b, 1, n, *([1] * (1 + len(sp))))
+            xa = xa.reshape(b, g * n * cin_g, *sp)
+            wcat = w.permute(1, 2, 0, 3, *range(4, 4 + self._dims)).reshape(
+                cout, n * cin_g, *kernel)
+            y = self._conv(xa, wcat, None, g)
+        else:
+            wstack = w.permute(1, 0, 2, 3, *range(4, 4 + self._dims)).reshape(
+                g * n * (cout // g), cin_g, *kernel)
+            y = self._conv(x, wstack, None, g)
+            sp = y.shape[2:]
+            y = y.reshape(b, g, n, cout // g, *sp)
+            y = torch.einsum("bgnc...,bn->bgc...", y, a).reshape(b, cout, *sp)
+        if self.bias is not None:
+            y = y + (a @ self.bias).reshape(b, cout, *([1] * self._dims))
+        return y
+
+    def _out_spatial(self, sizes: torch.Size) -> list[int]:
+        d = self._dims
+        if self.padding == "same":
+            return list(sizes)
+        if self.padding_mode != "zeros":
+            pads = self._reversed_padding_repeated_twice
+            total = [pads[2 * (d - 1 - i)] + pads[2 * (d - 1 - i) + 1] for i in range(d)]
+        else:
+            total = [0] * d if self.padding == "valid" else [2 * p for p in self.padding]
+        return [
+            (size + t - dil * (k - 1) - 1) // st + 1
+            for size, t, dil, k, st in zip(sizes, total, self.dilation, self.kernel_size,
+                                           self.stride)
+        ]
+
+    def to_plain(self, a: Tensor) -> nn.Module:
+        """An ``nn.ConvNd`` holding the kernel and bias at coefficients ``a`` (``[n]``)."""
+        w, bias = self.materialise(a)
+        out = _PLAIN[self._dims](self.in_channels, self.out_channels, self.kernel_size,
+                                 self.stride, self.padding, self.dilation, self.groups,
+                                 bias is not None, self.padding_mode, device=w.device,
+                                 dtype=w.dtype)
+        with torch.no_grad():
+            out.weight.copy_(w)
+            if bias is not None:
+                out.bias.copy_(bias)
+        return out
+
+    @classmethod
+    def from_plain(cls, module: nn.Module, manifold: Manifold) -> _ManifoldConvNd:
+        """A manifold conv with the configuration of ``module`` (weights set by the caller)."""
+        return cls(manifold, module.in_channels, module.out_channels, module.kernel_size,
+                   module.stride, module.padding, module.dilation, module.groups,
+                   module.bias is not None, module.padding_mode, device=module.weight.device,
+                   dtype=module.weight.dtype)
+
+    def extra_repr(self) -> str:
+        s = (f"{self.manifold!r}, {self.in_channels}, {self.out_channels}, "
+             f"kernel_size={self.kernel_size}, stride={self.stride}")
+        if self.padding != (0,) * self._dims:
+            s += f", padding={self.padding}"
+        if self.dilation != (1,) * self._dims:
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode!r}"
+        return s
+
+
+class ManifoldConv1d(_ManifoldConvNd):
+    """``nn.Conv1d`` on a manifold; see :class:`_ManifoldConvNd` for the math and options.
+
+    Examples:
+        >>> import torch, weightmanifold as wm
+        >>> conv = wm.ManifoldConv1d(wm.Line(), 3, 5, 3, padding=1)
+        >>> conv(torch.randn(4, 3, 10), torch.rand(4)).shape
+        torch.Size([4, 5, 10])
+    """
+
+    _dims = 1
+
+
+class ManifoldConv2d(_ManifoldConvNd):
+    """``nn.Conv2d`` on a manifold; see :class:`_ManifoldConvNd` for the math and options.
+
+    Examples:
+        >>> import torch, weightmanifold as wm
+        >>> conv = wm.ManifoldConv2d(wm.Ellipse(), 3, 8, 3, padding="same")
+        >>> conv(torch.randn(4, 3, 12, 12), torch.rand(4)).shape
+        torch.Size([4, 8, 12, 12])
+    """
+
+    _dims = 2
+
+
+class ManifoldConv3d(_ManifoldConvNd):
+    """``nn.Conv3d`` on a manifold; see :class:`_ManifoldConvNd` for the math and options.
+
+    Examples:
+        >>> import torch, weightmanifold as wm
+        >>> conv = wm.ManifoldConv3d(wm.Line(), 2, 4, 3)
+        >>> conv(torch.randn(2, 2, 5, 5, 5), torch.rand(2)).shape
+        torch.Size([2, 4, 3, 3, 3])
+    """
+
+    _dims = 3
