@@ -8,6 +8,16 @@ from .product import Cylinder, Product, Sheet, Torus
 from .sphere import Sphere
 
 __all__ = [
-    "Manifold", "Point", "Line", "Polynomial", "Fourier", "Ellipse", "BSpline",
-    "Product", "Torus", "Cylinder", "Sheet", "Sphere",
+    "BSpline",
+    "Cylinder",
+    "Ellipse",
+    "Fourier",
+    "Line",
+    "Manifold",
+    "Point",
+    "Polynomial",
+    "Product",
+    "Sheet",
+    "Sphere",
+    "Torus",
 ]

@@ -97,6 +97,8 @@ class Manifold(abc.ABC):
             col = s[:, j]
             if per:
                 col = torch.remainder(col, 1.0)
+                # remainder of a tiny negative value rounds up to exactly 1.0: keep [0, 1)
+                col = torch.where(col >= 1.0, col - 1.0, col)
             elif self.clamp:
                 col = col.clamp(0.0, 1.0)
             else:
@@ -236,7 +238,8 @@ class Manifold(abc.ABC):
         gu_ll = g_u[idx][:, idx]
         # generalised eigenvalues of (G_LL, G_U,LL): singular relative to the uniform metric
         lu = torch.linalg.cholesky(gu_ll)
-        lu_inv = torch.linalg.solve_triangular(lu, torch.eye(len(learned), dtype=g.dtype), upper=False)
+        eye = torch.eye(len(learned), dtype=g.dtype)
+        lu_inv = torch.linalg.solve_triangular(lu, eye, upper=False)
         ev = torch.linalg.eigvalsh(lu_inv @ g_ll @ lu_inv.T)
         if ev.min() > rcond * ev.max():
             inv = torch.linalg.inv(g_ll)

@@ -11,7 +11,7 @@ from torch import Tensor
 from .base import Manifold
 from .quadrature import periodic_trapezoid
 
-__all__ = ["Fourier", "Ellipse"]
+__all__ = ["Ellipse", "Fourier"]
 
 
 class Fourier(Manifold):
@@ -19,7 +19,8 @@ class Fourier(Manifold):
 
     .. math::
 
-        a(s) = (1,\\ \\cos 2\\pi s,\\ \\sin 2\\pi s,\\ \\ldots,\\ \\cos 2\\pi K s,\\ \\sin 2\\pi K s),
+        a(s) = (1,\\ \\cos 2\\pi s,\\ \\sin 2\\pi s,\\ \\ldots,
+                \\cos 2\\pi K s,\\ \\sin 2\\pi K s),
         \\qquad n = 2K + 1,
 
         \\bar G = \\mathrm{diag}(1, \\tfrac12, \\ldots, \\tfrac12), \\qquad
@@ -77,7 +78,10 @@ class Ellipse(Fourier):
     at :math:`P_1` in the plane of :math:`P_2, P_3`; a circle when those are
     orthogonal and of equal norm.
 
-    .. math:: \\bar G = \\mathrm{diag}(1, \\tfrac12, \\tfrac12), \\qquad \\bar G^{-1} = \\mathrm{diag}(1, 2, 2).
+    .. math::
+
+        \\bar G = \\mathrm{diag}(1, \\tfrac12, \\tfrac12), \\qquad
+        \\bar G^{-1} = \\mathrm{diag}(1, 2, 2).
 
     Examples:
         >>> import weightmanifold as wm

@@ -11,7 +11,7 @@ from torch import Tensor
 from .base import Manifold
 from .quadrature import gauss_legendre
 
-__all__ = ["Point", "Line", "Polynomial"]
+__all__ = ["Line", "Point", "Polynomial"]
 
 _BASES = ("bernstein", "legendre", "monomial")
 

@@ -1,4 +1,5 @@
-"""Tensor products of manifolds: :class:`Product`, :class:`Torus`, :class:`Cylinder`, :class:`Sheet`."""
+"""Tensor products of manifolds: :class:`Product`, :class:`Torus`, :class:`Cylinder`,
+:class:`Sheet`."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from .fourier import Ellipse
 from .polynomial import Line
 from .quadrature import tensor_product
 
-__all__ = ["Product", "Torus", "Cylinder", "Sheet"]
+__all__ = ["Cylinder", "Product", "Sheet", "Torus"]
 
 
 class Product(Manifold):
@@ -63,7 +64,18 @@ class Product(Manifold):
     def check(self, s: object) -> Tensor:
         s2 = _checks.as_condition_batch(s, self.dim, type(self).__name__)
         _checks.check_finite(s2, type(self).__name__)
-        return torch.cat([f.check(part) for f, part in zip(self.factors, self._split(s2))], dim=1)
+        parts, start = [], 0
+        for k, (f, part) in enumerate(zip(self.factors, self._split(s2))):
+            try:
+                parts.append(f.check(part))
+            except ValueError as err:
+                # say which factor and which columns of the product's s are at fault
+                cols = f"column {start}" if f.dim == 1 else f"columns {start}..{start + f.dim - 1}"
+                raise ValueError(
+                    f"{type(self).__name__}: factor {k} ({f!r}, {cols} of s): {err}"
+                ) from err
+            start += f.dim
+        return torch.cat(parts, dim=1)
 
     def _basis(self, s: Tensor) -> Tensor:
         parts = [f._basis(part) for f, part in zip(self.factors, self._split(s))]
@@ -82,7 +94,7 @@ class Product(Manifold):
         return g
 
     def _config(self) -> tuple:
-        return ("Product",) + tuple(f._config() for f in self.factors)
+        return ("Product", *(f._config() for f in self.factors))
 
     def __repr__(self) -> str:
         return f"Product({', '.join(repr(f) for f in self.factors)})"
@@ -91,7 +103,10 @@ class Product(Manifold):
 class Torus(Product):
     """Circle × circle: ``Product(Ellipse(), Ellipse())``, ``n = 9``, ``s`` of shape ``[B, 2]``.
 
-    .. math:: \\bar G = \\mathrm{diag}(1, \\tfrac12, \\tfrac12) \\otimes \\mathrm{diag}(1, \\tfrac12, \\tfrac12)
+    .. math::
+
+        \\bar G = \\mathrm{diag}(1, \\tfrac12, \\tfrac12)
+        \\otimes \\mathrm{diag}(1, \\tfrac12, \\tfrac12)
     """
 
     def __init__(self) -> None:
@@ -118,7 +133,10 @@ class Cylinder(Product):
 class Sheet(Product):
     """Line × line: ``Product(Line(), Line())``, ``n = 4``, a bilinear sheet on ``[0, 1]²``.
 
-    .. math:: \\bar G = \\tfrac1{36}\\begin{pmatrix}4&2&2&1\\\\2&4&1&2\\\\2&1&4&2\\\\1&2&2&4\\end{pmatrix}
+    .. math::
+
+        \\bar G = \\tfrac1{36}
+        \\begin{pmatrix}4&2&2&1\\\\2&4&1&2\\\\2&1&4&2\\\\1&2&2&4\\end{pmatrix}
 
     Args:
         clamp: clamp both coordinates to ``[0, 1]`` instead of raising.

@@ -68,13 +68,18 @@ class Sphere(Manifold):
         if self.normalize:
             if (norm == 0).any():
                 rows = (norm == 0).nonzero().flatten()
-                raise ValueError(f"Sphere: cannot normalise zero vectors at rows {rows.tolist()[:5]}")
+                raise ValueError(
+                    f"Sphere: cannot normalise zero vectors at rows {rows.tolist()[:5]}"
+                )
             return s2 / norm[:, None]
         tol = math.sqrt(torch.finfo(s2.dtype).eps)
         bad = (norm - 1).abs() > tol
         if bad.any():
             rows = bad.nonzero().flatten()
-            shown = ", ".join(f"|s[{int(i)}]|={float(norm[i]):.6g}" for i in rows[:5])
+            shown = ", ".join(
+                f"|s[{int(i)}]|={float(norm[i]):.6g} (|s|-1={float(norm[i] - 1):.2g})"
+                for i in rows[:5]
+            )
             raise ValueError(
                 f"Sphere expects unit 3-vectors (tolerance {tol:.1e}); got {shown}; "
                 "normalise s or build Sphere(normalize=True)"
@@ -97,7 +102,9 @@ class Sphere(Manifold):
             if m + 1 <= L:
                 q[(m + 1, m)] = (2 * m + 1) * z * q[(m, m)]
             for l in range(m + 2, L + 1):
-                q[(l, m)] = ((2 * l - 1) * z * q[(l - 1, m)] - (l + m - 1) * q[(l - 2, m)]) / (l - m)
+                q[(l, m)] = (
+                    (2 * l - 1) * z * q[(l - 1, m)] - (l + m - 1) * q[(l - 2, m)]
+                ) / (l - m)
         cols = []
         for l in range(L + 1):
             for m in range(-l, l + 1):
@@ -105,7 +112,8 @@ class Sphere(Manifold):
                 if m == 0:
                     cols.append(math.sqrt(2 * l + 1) * q[(l, 0)])
                     continue
-                c = math.sqrt(2 * (2 * l + 1) * math.exp(math.lgamma(l - am + 1) - math.lgamma(l + am + 1)))
+                ratio = math.exp(math.lgamma(l - am + 1) - math.lgamma(l + am + 1))
+                c = math.sqrt(2 * (2 * l + 1) * ratio)
                 cols.append(c * q[(l, am)] * (re[am] if m > 0 else im[am]))
         return torch.stack(cols, dim=1)
 
