@@ -214,6 +214,26 @@ class Preconditioned(torch.optim.Optimizer):
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)
 
+    # -- hooks: the Optimizer API, registered on the wrapped optimiser (whose step and
+    # state_dict run inside ours; step hooks therefore see preconditioned gradients) --------
+    def register_step_pre_hook(self, hook: Callable) -> Any:
+        return self.optimizer.register_step_pre_hook(hook)
+
+    def register_step_post_hook(self, hook: Callable) -> Any:
+        return self.optimizer.register_step_post_hook(hook)
+
+    def register_state_dict_pre_hook(self, hook: Callable, prepend: bool = False) -> Any:
+        return self.optimizer.register_state_dict_pre_hook(hook, prepend)
+
+    def register_state_dict_post_hook(self, hook: Callable, prepend: bool = False) -> Any:
+        return self.optimizer.register_state_dict_post_hook(hook, prepend)
+
+    def register_load_state_dict_pre_hook(self, hook: Callable, prepend: bool = False) -> Any:
+        return self.optimizer.register_load_state_dict_pre_hook(hook, prepend)
+
+    def register_load_state_dict_post_hook(self, hook: Callable, prepend: bool = False) -> Any:
+        return self.optimizer.register_load_state_dict_post_hook(hook, prepend)
+
     # -- stepping ----------------------------------------------------------------------------
     def precondition(self) -> None:
         """Precondition the current gradients in place (what :meth:`step` does first)."""
@@ -258,6 +278,7 @@ class Preconditioned(torch.optim.Optimizer):
         return {
             "frozen": list(self.frozen),
             "manifolds": sorted({repr(m) for _, m in self._params}),
+            "configs": sorted({repr(m._config()) for _, m in self._params}),
         }
 
     def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
@@ -274,10 +295,13 @@ class Preconditioned(torch.optim.Optimizer):
         """
         sd = dict(state_dict)
         sig = sd.pop("weightmanifold", None)
-        if sig is not None and sig != self._signature():
+        mine = self._signature()
+        if sig is not None and (sig.get("frozen") != mine["frozen"]
+                                or sig.get("configs", mine["configs"]) != mine["configs"]):
             raise ValueError(
-                f"optimizer state was saved for {sig}, but this optimizer preconditions "
-                f"{self._signature()}"
+                f"optimizer state was saved for manifolds {sig.get('manifolds')} with frozen "
+                f"points {sig.get('frozen')}, but this optimizer preconditions "
+                f"{mine['manifolds']} with frozen points {mine['frozen']}"
             )
         self.optimizer.load_state_dict(sd)
 
