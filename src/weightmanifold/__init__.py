@@ -24,6 +24,7 @@ from .layers import (
     ManifoldParameter,
 )
 from .preconditioning import Preconditioned, manifold_parameters, precondition_gradients
+from .regularization import squared_norm
 from .topology import (
     BSpline,
     Cylinder,
@@ -74,4 +75,5 @@ __all__ = [
     "manifold_parameters",
     "manifoldify",
     "precondition_gradients",
+    "squared_norm",
 ]

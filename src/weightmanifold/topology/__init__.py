@@ -21,3 +21,7 @@ __all__ = [
     "Sphere",
     "Torus",
 ]
+
+from .registry import MANIFOLDS, make_manifold
+
+__all__ += ["MANIFOLDS", "make_manifold"]
