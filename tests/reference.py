@@ -35,9 +35,11 @@ def plain_weights(model: wm.ManifoldModel, a: Tensor) -> dict[str, Tensor]:
             if m.kdim == m.embed_dim and m.vdim == m.embed_dim:
                 out[pre + "in_proj_weight"] = torch.cat([q, k, v])
             else:
-                out[pre + "q_proj_weight"], out[pre + "k_proj_weight"], out[pre + "v_proj_weight"] = q, k, v
+                for name, value in zip(("q", "k", "v"), (q, k, v)):
+                    out[f"{pre}{name}_proj_weight"] = value
             if f"{pre}q_proj.bias" in out:
-                out[pre + "in_proj_bias"] = torch.cat([out.pop(f"{pre}{x}_proj.bias") for x in "qkv"])
+                biases = [out.pop(f"{pre}{x}_proj.bias") for x in "qkv"]
+                out[pre + "in_proj_bias"] = torch.cat(biases)
     return out
 
 

@@ -295,7 +295,7 @@ def test_embedding_gradient_matches_reference():
 
 
 # -- conversion and init ----------------------------------------------------------------------
-@pytest.mark.parametrize("manifold", MANIFOLDS + [wm.Torus(), wm.Sphere(1)], ids=repr)
+@pytest.mark.parametrize("manifold", [*MANIFOLDS, wm.Torus(), wm.Sphere(1)], ids=repr)
 def test_constant_init_keeps_the_original_network_everywhere(manifold):
     net = resnet_block().eval()
     model = wm.manifoldify(net, manifold).eval()

@@ -216,7 +216,8 @@ def manifoldify(model: nn.Module, manifold: Manifold, *,
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     if not isinstance(manifold, Manifold):
-        raise TypeError(f"manifold must be a weightmanifold Manifold, got {type(manifold).__name__}")
+        raise TypeError(
+            f"manifold must be a weightmanifold Manifold, got {type(manifold).__name__}")
     if init not in INITS:
         raise ValueError(f"unknown init {init!r}; valid: {', '.join(INITS)}")
     if isinstance(model, ManifoldModel):

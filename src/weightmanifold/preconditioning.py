@@ -1,4 +1,4 @@
-"""Metric-preconditioned optimisation: gradients multiplied by :math:`\\bar G^{-1}` along the basis axis.
+"""Metric-preconditioned optimisation: gradients times :math:`\\bar G^{-1}` along the basis axis.
 
 For a manifold :math:`M(s, P) = \\sum_k a_k(s) P_k` the movement of the whole
 manifold caused by a step :math:`\\Delta P` is
@@ -69,7 +69,8 @@ class _Metric:
         if key not in self._cast:
             m = self.matrix(manifold)
             diagonal = bool((m - torch.diag(m.diagonal())).abs().max() == 0)
-            self._cast[key] = (m.diagonal() if diagonal else m).to(like.dtype).to(like.device), diagonal
+            matrix = (m.diagonal() if diagonal else m).to(dtype=like.dtype, device=like.device)
+            self._cast[key] = matrix, diagonal
         return self._cast[key]
 
     def apply(self, params: Iterable[tuple[nn.Parameter, Manifold]]) -> None:

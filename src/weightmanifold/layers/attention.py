@@ -1,4 +1,4 @@
-"""Multi-head attention whose projections move on a manifold: :class:`ManifoldMultiheadAttention`."""
+"""Multi-head attention with projections on a manifold: :class:`ManifoldMultiheadAttention`."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ class ManifoldMultiheadAttention(ManifoldModule):
 
     .. math::
 
-        \\mathrm{Attn}_i = \\mathrm{softmax}\\Big(\\frac{Q(s_i) K(s_i)^T}{\\sqrt{d}} + M\\Big) V(s_i),
+        \\mathrm{Attn}_i = \\mathrm{softmax}\\Big(\\frac{Q(s_i) K(s_i)^T}{\\sqrt{d}} + M\\Big)
+        V(s_i),
         \\qquad Q(s) = x W_q(s) + b_q(s), \\ \\ldots
 
     The projections are :class:`ManifoldLinear` layers (``q_proj``, ``k_proj``,

@@ -1,4 +1,4 @@
-"""The base of every manifold layer: :class:`ManifoldModule` and the per-batch :class:`Conditioning`."""
+"""The base of manifold layers: :class:`ManifoldModule` and the per-batch :class:`Conditioning`."""
 
 from __future__ import annotations
 
@@ -90,7 +90,8 @@ class ManifoldModule(nn.Module):
     def __init__(self, manifold: Manifold) -> None:
         super().__init__()
         if not isinstance(manifold, Manifold):
-            raise TypeError(f"manifold must be a weightmanifold Manifold, got {type(manifold).__name__}")
+            raise TypeError(
+                f"manifold must be a weightmanifold Manifold, got {type(manifold).__name__}")
         self.manifold = manifold
         self._manifold_param_names: list[str] = []
 
@@ -171,7 +172,8 @@ class ManifoldModule(nn.Module):
                 got = state_dict.get(prefix + name)
                 if got is not None and (got.ndim == 0 or got.shape[0] != self.manifold.n):
                     error_msgs.append(
-                        f"{prefix + name}: the state dict holds a tensor of shape {list(got.shape)}, "
+                        f"{prefix + name}: the state dict holds a tensor of shape "
+                        f"{list(got.shape)}, "
                         f"but this model lives on {self.manifold!r} with n={self.manifold.n} "
                         "basis points"
                     )

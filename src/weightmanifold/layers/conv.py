@@ -1,4 +1,4 @@
-"""Convolutions on a manifold: :class:`ManifoldConv1d`, :class:`ManifoldConv2d`, :class:`ManifoldConv3d`."""
+"""Convolutions on a manifold: :class:`ManifoldConv1d`, ``2d`` and ``3d``."""
 
 from __future__ import annotations
 

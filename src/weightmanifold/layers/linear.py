@@ -15,7 +15,10 @@ __all__ = ["ManifoldLinear"]
 class ManifoldLinear(ManifoldOp):
     """``nn.Linear`` whose weight and bias move on a manifold.
 
-    .. math:: y_i = W(s_i)\\, x_i + b(s_i), \\qquad W(s) = \\sum_k a_k(s) W_k, \\quad b(s) = \\sum_k a_k(s) b_k
+    .. math::
+
+        y_i = W(s_i)\\, x_i + b(s_i), \\qquad W(s) = \\sum_k a_k(s) W_k,
+        \\quad b(s) = \\sum_k a_k(s) b_k
 
     Parameters: ``weight`` ``[n, out_features, in_features]``, ``bias``
     ``[n, out_features]`` (or ``None``). Called as ``layer(x, s)``; the batch is

@@ -59,7 +59,7 @@ class ManifoldParameter(ManifoldModule):
         return self.basis.shape[1:]
 
     def forward(self, s: object) -> Tensor:
-        """``T(s_i)`` for every example, ``[B, *shape]``; ``s`` as for the manifold or a Conditioning."""
+        """``T(s_i)`` for every example, ``[B, *shape]`` (``s``: conditions or a Conditioning)."""
         cond = self.conditioning(s).to(self.basis.dtype)
         flat = self.basis.reshape(self.manifold.n, -1)
         values = cond.unique @ flat

@@ -1,0 +1,189 @@
+"""The configuration of one training run: :class:`RunConfig` (from code, TOML or the CLI)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+__all__ = ["OPTIMIZERS", "ConfigError", "RunConfig"]
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+DEFAULT_LR = {"sgd": 0.01, "adam": 2e-4, "adamw": 2e-4}
+
+
+class ConfigError(ValueError):
+    """A configuration with an unknown key or a value of the wrong type or range."""
+
+
+def _help(text: str, **kw: Any) -> Any:
+    return field(metadata={"help": text}, **kw)
+
+
+@dataclass
+class RunConfig:
+    """Everything that determines a training run; two runs with equal configs give equal metrics.
+
+    Every field has a ``help`` text (``RunConfig.help(name)``), used by the
+    command line.
+    """
+
+    name: str = _help("name of the run; results go to runs/<name>/", default="run")
+    dataset: str = _help("fashion-mnist, cifar10, cifar10-folder or synthetic",
+                         default="fashion-mnist")
+    data_dir: str | None = _help("directory holding the data set files "
+                                 "(default: the data set's standard location)", default=None)
+    train_subset: int | None = _help("train on a seeded random subset of this many images",
+                                     default=None)
+    test_subset: int | None = _help("evaluate on a seeded random subset of this many images",
+                                    default=None)
+    task: str = _help("conditioning task: rotation, noise or unconditioned",
+                      default="rotation")
+    task_options: dict[str, Any] = _help(
+        "task parameters, e.g. {train_fraction = 0.25, mode = 'subset', bins = 36} for "
+        "rotation, {max_noise = 0.8} for noise", default_factory=dict)
+    arch: str = _help("network: cnn (the paper CNN) or resnet18ln", default="cnn")
+    method: str = _help("plain, manifold, concat, embed or film", default="manifold")
+    manifold: str = _help("topology of the manifold network (and of 'basis' features): "
+                          "point, line, ellipse, fourier, polynomial, bspline, torus, cylinder, "
+                          "sheet, sphere", default="ellipse")
+    manifold_options: dict[str, Any] = _help(
+        "constructor options of the manifold, e.g. {order = 2} or {n = 8, periodic = true}",
+        default_factory=dict)
+    features: str = _help("condition features of concat/embed/film baselines: raw s or the "
+                          "manifold's basis a(s)", default="raw")
+    init: str = _help("manifold initialisation: independent (fresh draw per basis point) or "
+                      "constant (every point the same network)", default="independent")
+    widths: list[int] | None = _help("conv channel widths (default: the paper's 32 64 128)",
+                                     default=None)
+    hidden: int = _help("width of the dense layer of the CNN", default=512)
+    optimizer: str = _help("sgd, adam or adamw", default="sgd")
+    lr: float | None = _help("learning rate (default: 0.01 for sgd, 2e-4 for adam/adamw, "
+                             "the paper's)", default=None)
+    momentum: float = _help("SGD momentum", default=0.9)
+    weight_decay: float = _help("weight decay of the optimiser", default=0.0)
+    precondition: bool = _help("metric-preconditioned gradients for manifold networks "
+                               "(false: the ablation with plain gradients)", default=True)
+    l2: float = _help("lambda of the s-weighted L2 penalty s*lambda*|W(s)|^2 (paper Eq. 14)",
+                      default=0.0)
+    epochs: int = _help("passes over the training set", default=5)
+    batch_size: int = _help("global batch size (split across processes under torchrun)",
+                            default=128)
+    eval_batch_size: int = _help("batch size of evaluation", default=1000)
+    seed: int = _help("seed of weights, data order and conditions", default=0)
+    checkpoint_every: int = _help("also checkpoint every this many steps (0: at epoch ends "
+                                  "only)", default=200)
+    max_steps: int | None = _help("stop after this many steps in total (for quick runs)",
+                                  default=None)
+    threads: int | None = _help("torch CPU threads (default: torch's choice)", default=None)
+    device: str = _help("cpu, cuda, or cuda:N", default="cpu")
+
+    # -- validation ------------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Check types and ranges.
+
+        Raises:
+            ConfigError: naming the key and what is wrong with it.
+        """
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if str(f.type).startswith("float") and isinstance(value, int) \
+                    and not isinstance(value, bool):
+                setattr(self, f.name, float(value))  # TOML's 1 for 1.0
+                value = float(value)
+            if not _type_ok(value, f.type):
+                raise ConfigError(
+                    f"config key {f.name!r} must be {f.type}, got {value!r} "
+                    f"({type(value).__name__})")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"config key 'optimizer': unknown {self.optimizer!r}; "
+                              f"valid: {', '.join(OPTIMIZERS)}")
+        for key in ("epochs", "batch_size", "eval_batch_size", "hidden"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"config key {key!r} must be >= 1, got {getattr(self, key)}")
+        for key in ("train_subset", "test_subset", "max_steps", "threads"):
+            v = getattr(self, key)
+            if v is not None and v < 1:
+                raise ConfigError(f"config key {key!r} must be >= 1, got {v}")
+        if self.checkpoint_every < 0:
+            raise ConfigError("config key 'checkpoint_every' must be >= 0")
+        if self.lr is not None and self.lr <= 0:
+            raise ConfigError(f"config key 'lr' must be > 0, got {self.lr}")
+        if self.l2 < 0 or self.weight_decay < 0:
+            raise ConfigError("config keys 'l2' and 'weight_decay' must be >= 0")
+
+    @property
+    def learning_rate(self) -> float:
+        """``lr``, or the paper's default for the optimiser."""
+        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+
+    # -- conversion ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        """Build from a dict, refusing unknown keys.
+
+        Raises:
+            ConfigError: for an unknown key (listing the valid ones) or a bad value.
+        """
+        names = [f.name for f in fields(cls)]
+        unknown = [k for k in data if k not in names]
+        if unknown:
+            raise ConfigError(f"unknown config key(s) {unknown}; valid: {', '.join(names)}")
+        return cls(**data)
+
+    @classmethod
+    def from_toml(cls, path: str | Path, **overrides: Any) -> RunConfig:
+        """Read a TOML file (top-level keys are the fields), then apply ``overrides``.
+
+        Raises:
+            ConfigError: for a malformed file, unknown key or bad value (naming the file).
+        """
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{path}: not valid TOML: {err}") from err
+        data.update(overrides)
+        try:
+            return cls.from_dict(data)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from err
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def help(cls, name: str) -> str:
+        return next(f.metadata["help"] for f in fields(cls) if f.name == name)
+
+
+def _type_ok(value: Any, annotation: str | type) -> bool:
+    text = str(annotation)
+    if value is None:
+        return "None" in text
+    if isinstance(value, bool):
+        return text.startswith("bool")
+    if isinstance(value, int):
+        return text.startswith(("int", "float"))
+    if isinstance(value, float):
+        return text.startswith("float")
+    if isinstance(value, str):
+        return text.startswith("str")
+    if isinstance(value, dict):
+        return text.startswith("dict")
+    if isinstance(value, list):
+        return text.startswith("list") and all(isinstance(v, int) and not isinstance(v, bool)
+                                               for v in value)
+    return False

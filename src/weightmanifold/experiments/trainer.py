@@ -1,0 +1,494 @@
+"""The resumable trainer: one run per seed, single process or data-parallel under ``torchrun``.
+
+A run lives in its own directory::
+
+    runs/<name>/
+        config.json                 the full resolved configuration
+        metrics.csv                 one row per evaluation (epoch), overall numbers
+        metrics_by_condition.csv    one row per evaluation and condition bin
+        summary.json                status, final metrics, parameters, wall time
+        checkpoints/last.pt         weights, optimiser, RNG states, data position
+
+Every file is written atomically. Checkpoints are taken every
+``checkpoint_every`` steps and at each epoch end; they hold everything that
+determines the rest of the run (weights, optimiser state, the state of the
+generator that draws conditions and noise, the position in the epoch's data
+order, the running loss and the metric history), so a run killed at any moment
+and started again with the same command ends with exactly the metrics of an
+uninterrupted run. The data order of epoch ``e`` is a permutation drawn from a
+generator seeded by ``(seed, e)``, recomputed on resume. Checkpoints load with
+``weights_only=True``.
+
+A NaN/inf loss stops the run (status ``"diverged"`` in ``summary.json``), leaving
+the last good checkpoint in place.
+
+Under ``torchrun`` (``WORLD_SIZE > 1``) the model is wrapped in
+``DistributedDataParallel`` (gloo on CPU, nccl on GPU). Every process draws the
+same global batch and conditions and trains on its slice of it; DDP averages the
+gradients, so a step equals the single-process step on the global batch.
+Metric preconditioning is linear in the gradient and commutes with that
+all-reduce. Rank 0 evaluates and writes the files.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import weightmanifold as wm
+
+from .checkpoint import (
+    CheckpointError,
+    atomic_write_csv,
+    atomic_write_json,
+    load_checkpoint,
+    save_checkpoint,
+)
+from .config import RunConfig
+from .models import Classifier, build_model
+from .tasks import Task, evaluate_by_condition, make_task
+
+__all__ = [
+    "RunData",
+    "Trainer",
+    "TrainingDivergedError",
+    "aggregate_seeds",
+    "load_run_data",
+    "run_seeds",
+    "train",
+]
+
+#: fields that may differ between a run and its resumption (they do not change results,
+#: or they extend the run)
+RESUMABLE_CHANGES = ("threads", "device", "checkpoint_every", "epochs", "max_steps", "name")
+SUBSET_SEED = 12345
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or inf; the last good checkpoint is kept."""
+
+
+@dataclass
+class RunData:
+    """Float images in [0, 1] and labels of both splits, in memory."""
+
+    train_x: Tensor
+    train_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+    classes: tuple[str, ...]
+
+    @property
+    def in_channels(self) -> int:
+        return self.train_x.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        return self.train_x.shape[-1]
+
+
+def load_run_data(config: RunConfig) -> RunData:
+    """Load the configured data set (and subsets) as float tensors.
+
+    Raises:
+        weightmanifold.experiments.datasets.DatasetError: for missing or corrupt files.
+    """
+    if config.dataset == "synthetic":
+        from .synthetic import make_synthetic
+
+        train = make_synthetic("train")
+        test = make_synthetic("test")
+    else:
+        from .datasets import load_dataset
+
+        train = load_dataset(config.dataset, config.data_dir, "train")
+        test = load_dataset(config.dataset, config.data_dir, "test")
+    gen = torch.Generator().manual_seed(SUBSET_SEED)
+    if config.train_subset is not None and config.train_subset < len(train):
+        train = train.subset(config.train_subset, generator=gen)
+    if config.test_subset is not None and config.test_subset < len(test):
+        test = test.subset(config.test_subset, generator=gen)
+    return RunData(train.float(), train.labels, test.float(), test.labels, train.classes)
+
+
+def _dist() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and torch.distributed.is_available():
+        if not torch.distributed.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            torch.distributed.init_process_group(backend)
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _make_optimizer(config: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
+    params = model.parameters()
+    lr = config.learning_rate
+    if config.optimizer == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=lr, momentum=config.momentum,
+                                                     weight_decay=config.weight_decay)
+    elif config.optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay)
+    else:
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
+    if config.precondition and wm.manifold_parameters(model):
+        opt = wm.Preconditioned(opt, model)
+    return opt
+
+
+def build_run(config: RunConfig, data: RunData) -> tuple[Task, Classifier]:
+    """The task and the freshly initialised model of a run (weights seeded by ``config.seed``)."""
+    task = make_task(config.task, **config.task_options)
+    manifold = wm.topology.make_manifold(config.manifold, **config.manifold_options)
+    torch.manual_seed(config.seed)
+    model = build_model(config.arch, config.method, manifold, features=config.features,
+                        in_channels=data.in_channels, image_size=data.image_size,
+                        classes=len(data.classes), init=config.init,
+                        widths=config.widths, hidden=config.hidden)
+    return task, model
+
+
+class Trainer:
+    """Trains one configuration into one run directory, resuming what is there.
+
+    Args:
+        config: the run's configuration.
+        out_dir: the run directory (created; resumed when it holds a checkpoint).
+        data: pre-loaded data (loaded from ``config`` when ``None``).
+        progress: show progress bars (``None``: only on a terminal).
+        log: where progress messages go.
+    """
+
+    def __init__(self, config: RunConfig, out_dir: str | Path, data: RunData | None = None,
+                 progress: bool | None = None, log: Callable[[str], None] = print) -> None:
+        self.config = config
+        self.out = Path(out_dir)
+        self.progress = progress
+        self.rank, self.world = _dist()
+        self.log = log if self.rank == 0 else (lambda msg: None)
+        if config.batch_size % self.world:
+            raise ValueError(f"batch_size {config.batch_size} is not divisible by the "
+                             f"{self.world} processes")
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.device = torch.device(config.device)
+        self.data = data if data is not None else load_run_data(config)
+        self.task, model = build_run(config, self.data)
+        self.model = model.to(self.device)
+        self.train_model: nn.Module = self.model
+        if self.world > 1:
+            self.train_model = nn.parallel.DistributedDataParallel(self.model)
+        self.optimizer = _make_optimizer(config, self.train_model)
+        self.gen = torch.Generator().manual_seed(config.seed * 2 + 1)
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self.global_step = 0
+        self.loss_sum = 0.0
+        self.loss_count = 0
+        self.history: list[dict[str, Any]] = []
+        self.elapsed = 0.0
+        self.status = "running"
+
+    # -- paths --------------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / "checkpoints" / "last.pt"
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, len(self.data.train_x) // self.config.batch_size)
+
+    # -- state ---------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "loss_sum": self.loss_sum,
+            "loss_count": self.loss_count,
+            "history": self.history,
+            "elapsed": self.elapsed,
+        }
+
+    def _save(self) -> None:
+        if self.rank == 0:
+            save_checkpoint(self.checkpoint_path, self.state())
+        if self.world > 1:
+            torch.distributed.barrier()
+
+    def _check_resumable(self, saved: dict[str, Any]) -> None:
+        mine = self.config.to_dict()
+        diff = [k for k in mine if k not in RESUMABLE_CHANGES and saved.get(k) != mine[k]]
+        diff += [k for k in saved if k not in mine]
+        if diff:
+            details = "; ".join(f"{k}: saved {saved.get(k)!r}, now {mine.get(k)!r}"
+                                for k in diff)
+            raise CheckpointError(
+                f"{self.out} holds a run with another configuration ({details}); "
+                "resume it with its own configuration, or choose another run name")
+
+    def resume(self) -> bool:
+        """Load the run directory's checkpoint if there is one; return whether it did.
+
+        Raises:
+            CheckpointError: for an unreadable checkpoint or one of another configuration,
+                model or manifold.
+        """
+        if not self.checkpoint_path.exists():
+            return False
+        state = load_checkpoint(self.checkpoint_path)
+        self._check_resumable(state["config"])
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise CheckpointError(f"{self.checkpoint_path} does not fit this model: {err}") \
+                from err
+        self.gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        for key in ("epoch", "step_in_epoch", "global_step", "loss_sum", "loss_count",
+                    "history", "elapsed"):
+            setattr(self, key, state[key])
+        return True
+
+    # -- the loop ------------------------------------------------------------------------------
+    def _order(self, epoch: int) -> Tensor:
+        gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
+        return torch.randperm(len(self.data.train_x), generator=gen)
+
+    def _loss(self, x: Tensor, y: Tensor, s: Tensor) -> Tensor:
+        loss = F.cross_entropy(self.train_model(x, s), y)
+        if self.config.l2 > 0:
+            norms = wm.squared_norm(self.model.net, s)  # |W(s_i)|^2, shared weights included
+            loss = loss + (s.reshape(len(s), -1)[:, 0].to(norms.dtype) * self.config.l2
+                           * norms).mean()
+        return loss
+
+    def _global_mean(self, loss: Tensor) -> float:
+        """The loss averaged over all processes (each rank's is the mean over its shard)."""
+        if self.world == 1:
+            return float(loss.detach())
+        t = loss.detach().clone()
+        torch.distributed.all_reduce(t)
+        return float(t) / self.world
+
+    def _done(self) -> bool:
+        c = self.config
+        return self.epoch >= c.epochs or (c.max_steps is not None
+                                          and self.global_step >= c.max_steps)
+
+    def run(self) -> dict[str, Any]:
+        """Train to the end (resuming if possible) and return the summary.
+
+        Raises:
+            TrainingDivergedError: if the loss becomes NaN/inf.
+            CheckpointError: if the run directory holds an incompatible run.
+        """
+        c = self.config
+        self.out.mkdir(parents=True, exist_ok=True)
+        resumed = self.resume()
+        if resumed:
+            self.log(f"resuming {self.out} at epoch {self.epoch + 1}, step {self.global_step}")
+        if self.rank == 0:
+            atomic_write_json(self.out / "config.json", c.to_dict())
+        if self._done() and self.history:
+            self.status = "completed"
+            self._write_results()
+            return self.summary()
+        from tqdm.auto import tqdm
+
+        disable = (not self.progress) if self.progress is not None else None
+        if self.rank != 0:
+            disable = True
+        b, shard = c.batch_size, c.batch_size // self.world
+        while not self._done():
+            order = self._order(self.epoch)
+            bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, disable=disable,
+                       desc=f"{c.name} epoch {self.epoch + 1}/{c.epochs}", leave=False)
+            self.model.train()
+            t0 = time.perf_counter()
+            while self.step_in_epoch < self.steps_per_epoch and not self._done():
+                idx = order[self.step_in_epoch * b:(self.step_in_epoch + 1) * b]
+                x, s = self.task.train_batch(self.data.train_x[idx], self.gen)
+                y = self.data.train_y[idx]
+                lo, hi = self.rank * shard, (self.rank + 1) * shard
+                x, y, s = (t[lo:hi].to(self.device) for t in (x, y, s))
+                loss = self._loss(x, y, s)
+                value = self._global_mean(loss)
+                if not math.isfinite(value):
+                    self.status = "diverged"
+                    self._write_results(message=f"loss became {value} at step "
+                                        f"{self.global_step + 1}")
+                    raise TrainingDivergedError(
+                        f"{c.name}: the loss became {value} at step {self.global_step + 1} "
+                        f"(epoch {self.epoch + 1}); the last good checkpoint "
+                        f"{self.checkpoint_path} is kept. Lower the learning rate "
+                        f"(now {c.learning_rate}).")
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                self.loss_sum += value
+                self.loss_count += 1
+                self.step_in_epoch += 1
+                self.global_step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{self.loss_sum / self.loss_count:.4f}")
+                if c.checkpoint_every and self.global_step % c.checkpoint_every == 0:
+                    self.elapsed += time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    self._save()
+            bar.close()
+            self.elapsed += time.perf_counter() - t0
+            if self.step_in_epoch >= self.steps_per_epoch:
+                self.epoch += 1
+                self.step_in_epoch = 0
+            self._evaluate()
+            self.loss_sum, self.loss_count = 0.0, 0
+            if self._done():
+                self.status = "completed"
+            self._save()
+            self._write_results()
+        return self.summary()
+
+    def _evaluate(self) -> None:
+        record: dict[str, Any] = {
+            "epoch": self.epoch, "step": self.global_step,
+            "train_loss": self.loss_sum / max(1, self.loss_count),
+        }
+        if self.rank == 0:
+            self.model.eval()
+            device = self.device
+
+            def predict(x: Tensor, s: Tensor) -> Tensor:
+                with torch.no_grad():
+                    return self.model(x.to(device), s.to(device)).cpu()
+
+            res = evaluate_by_condition(predict, self.data.test_x, self.data.test_y, self.task,
+                                        self.config.eval_batch_size,
+                                        generator=self.config.seed * 2 + 2)
+            record.update({
+                "test_accuracy": res["overall"]["accuracy"],
+                "test_loss": res["overall"]["loss"],
+                "seen_accuracy": res["seen"]["accuracy"] if res["seen"] else None,
+                "unseen_accuracy": res["unseen"]["accuracy"] if res["unseen"] else None,
+                "by_condition": res["conditions"],
+            })
+            self.model.train()
+            msg = (f"{self.config.name} epoch {self.epoch} step {self.global_step}: "
+                   f"train loss {record['train_loss']:.4f}, "
+                   f"test accuracy {100 * record['test_accuracy']:.2f}%")
+            if record["unseen_accuracy"] is not None:
+                msg += (f" (seen {100 * record['seen_accuracy']:.2f}%, "
+                        f"unseen {100 * record['unseen_accuracy']:.2f}%)")
+            self.log(msg)
+        self.history.append(record)
+
+    # -- results --------------------------------------------------------------------------------
+    def summary(self, message: str | None = None) -> dict[str, Any]:
+        final = self.history[-1] if self.history else None
+        return {
+            "status": self.status,
+            "message": message,
+            "rank": self.rank,
+            "name": self.config.name,
+            "seed": self.config.seed,
+            "epochs_completed": self.epoch,
+            "steps": self.global_step,
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "wall_time_s": self.elapsed,
+            "final": final,
+            "config": self.config.to_dict(),
+        }
+
+    def _write_results(self, message: str | None = None) -> None:
+        if self.rank != 0:
+            return
+        rows = [{k: v for k, v in r.items() if k != "by_condition"} for r in self.history]
+        atomic_write_csv(self.out / "metrics.csv", rows,
+                         ["epoch", "step", "train_loss", "test_accuracy", "test_loss",
+                          "seen_accuracy", "unseen_accuracy"])
+        cond_rows = [{"epoch": r["epoch"], "step": r["step"], **c}
+                     for r in self.history for c in r.get("by_condition") or []]
+        atomic_write_csv(self.out / "metrics_by_condition.csv", cond_rows,
+                         ["epoch", "step", "s", "seen", "accuracy", "loss"])
+        atomic_write_json(self.out / "summary.json", self.summary(message))
+
+
+def train(config: RunConfig, out_dir: str | Path, **kwargs: Any) -> dict[str, Any]:
+    """Train (or resume) one run; see :class:`Trainer`."""
+    return Trainer(config, out_dir, **kwargs).run()
+
+
+def run_seeds(config: RunConfig, seeds: Sequence[int], root: str | Path,
+              data: RunData | None = None, **kwargs: Any) -> dict[str, Any]:
+    """Run ``config`` once per seed into ``root/seed_<k>/`` (each resumable), then aggregate.
+
+    Runs are sequential: on a 2-core CPU one run already uses both cores (see
+    ``bench/seeds.py`` for the measurement against batched ensembles).
+
+    Returns:
+        The aggregate (also written to ``root/aggregate.json`` and
+        ``root/aggregate_by_condition.csv``).
+    """
+    root = Path(root)
+    data = data if data is not None else load_run_data(config)
+    for seed in seeds:
+        train(config.replace(seed=seed, name=f"{config.name}/seed_{seed}"), root / f"seed_{seed}",
+              data=data, **kwargs)
+    return aggregate_seeds(root, seeds)
+
+
+def _mean_std(values: list[float]) -> dict[str, float | int]:
+    return {"mean": statistics.fmean(values),
+            "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
+
+
+def aggregate_seeds(root: str | Path, seeds: Sequence[int]) -> dict[str, Any]:
+    """Mean ± std over seeds of the final metrics and of every condition bin.
+
+    Raises:
+        FileNotFoundError: if a seed's run has no summary.
+    """
+    import json
+
+    root = Path(root)
+    finals = []
+    for seed in seeds:
+        path = root / f"seed_{seed}" / "summary.json"
+        with open(path) as f:
+            summary = json.load(f)
+        if summary["status"] != "completed" or summary["final"] is None:
+            raise RuntimeError(f"{path}: the run of seed {seed} is {summary['status']}")
+        finals.append(summary["final"])
+    metrics = {}
+    for key in ("train_loss", "test_accuracy", "test_loss", "seen_accuracy", "unseen_accuracy"):
+        values = [f[key] for f in finals if f.get(key) is not None]
+        if values:
+            metrics[key] = _mean_std(values)
+    by_condition = []
+    for k, cond in enumerate(finals[0]["by_condition"]):
+        accs = [f["by_condition"][k]["accuracy"] for f in finals]
+        losses = [f["by_condition"][k]["loss"] for f in finals]
+        a, lo = _mean_std(accs), _mean_std(losses)
+        by_condition.append({"s": cond["s"], "seen": cond["seen"], "accuracy_mean": a["mean"],
+                             "accuracy_std": a["std"], "loss_mean": lo["mean"],
+                             "loss_std": lo["std"], "n": a["n"]})
+    out = {"seeds": list(seeds), "metrics": metrics, "by_condition": by_condition}
+    atomic_write_json(root / "aggregate.json", out)
+    atomic_write_csv(root / "aggregate_by_condition.csv", by_condition)
+    return out

@@ -1,0 +1,255 @@
+"""The trainer: determinism, resume after SIGKILL, safe checkpoints, divergence, seeds, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import weightmanifold as wm
+from weightmanifold.experiments.checkpoint import CheckpointError, load_checkpoint
+from weightmanifold.experiments.config import ConfigError, RunConfig
+from weightmanifold.experiments.trainer import (
+    Trainer,
+    TrainingDivergedError,
+    aggregate_seeds,
+    load_run_data,
+    run_seeds,
+    train,
+)
+
+TINY = {"dataset": "synthetic", "widths": [4, 8, 8], "hidden": 16, "batch_size": 32,
+        "epochs": 2, "lr": 0.05, "threads": 1, "checkpoint_every": 3,
+        "task_options": {"train_fraction": 0.25, "bins": 8}}
+
+
+def tiny(**changes) -> RunConfig:
+    return RunConfig.from_dict({**TINY, **changes})
+
+
+def read(path: Path) -> str:
+    return path.read_text()
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_run_data(tiny())
+
+
+def quiet(**kw):
+    return {"progress": False, "log": lambda msg: None, **kw}
+
+
+def test_same_seed_same_metrics(tmp_path, data):
+    a = train(tiny(), tmp_path / "a", data=data, **quiet())
+    b = train(tiny(), tmp_path / "b", data=data, **quiet())
+    assert a["final"] == b["final"]
+    assert read(tmp_path / "a" / "metrics.csv") == read(tmp_path / "b" / "metrics.csv")
+    c = train(tiny(seed=1), tmp_path / "c", data=data, **quiet())
+    assert c["final"] != a["final"]
+
+
+def test_run_directory_files(tmp_path, data):
+    summary = train(tiny(), tmp_path / "r", data=data, **quiet())
+    out = tmp_path / "r"
+    assert json.loads(read(out / "config.json"))["method"] == "manifold"
+    lines = read(out / "metrics.csv").splitlines()
+    assert lines[0].startswith("epoch,step,train_loss,test_accuracy")
+    assert len(lines) == 1 + 2  # two epochs
+    by_cond = read(out / "metrics_by_condition.csv").splitlines()
+    assert len(by_cond) == 1 + 2 * 8  # 8 rotation bins per evaluation
+    saved = json.loads(read(out / "summary.json"))
+    assert saved["status"] == "completed" and saved["final"] == summary["final"]
+    assert summary["final"]["unseen_accuracy"] is not None
+    state = load_checkpoint(out / "checkpoints" / "last.pt")
+    assert state["epoch"] == 2 and state["global_step"] == summary["steps"]
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_completed_run_is_not_retrained(tmp_path, data):
+    first = train(tiny(), tmp_path / "r", data=data, **quiet())
+    mtime = (tmp_path / "r" / "checkpoints" / "last.pt").stat().st_mtime_ns
+    again = train(tiny(), tmp_path / "r", data=data, **quiet())
+    assert again["final"] == first["final"]
+    assert (tmp_path / "r" / "checkpoints" / "last.pt").stat().st_mtime_ns == mtime
+
+
+def test_resume_in_process_mid_epoch_equals_uninterrupted(tmp_path, data):
+    full = train(tiny(), tmp_path / "full", data=data, **quiet())
+    part = train(tiny(max_steps=4), tmp_path / "part", data=data, **quiet())
+    assert part["steps"] == 4
+    rest = train(tiny(), tmp_path / "part", data=data, **quiet())
+    assert rest["final"] == full["final"]
+    assert read(tmp_path / "part" / "metrics.csv").splitlines()[-1] == \
+        read(tmp_path / "full" / "metrics.csv").splitlines()[-1]
+
+
+def _cli(run_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "weightmanifold", "train", "--runs-dir", str(run_dir),
+            "--name", "k", "--dataset", "synthetic", "--widths", "4", "8", "8", "--hidden",
+            "16", "--batch-size", "16", "--epochs", "3", "--lr", "0.05", "--threads", "1",
+            "--checkpoint-every", "2", "--task-options", "train_fraction=0.25", "bins=8",
+            "--no-progress", *extra]
+
+
+def test_sigkill_then_same_command_ends_with_uninterrupted_metrics(tmp_path):
+    ref = subprocess.run(_cli(tmp_path / "ref"), capture_output=True, text=True, timeout=300)
+    assert ref.returncode == 0, ref.stderr
+    ckpt = tmp_path / "kill" / "k" / "checkpoints" / "last.pt"
+    proc = subprocess.Popen(_cli(tmp_path / "kill"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    state = load_checkpoint(ckpt)
+    total = json.loads((tmp_path / "ref" / "k" / "summary.json").read_text())["steps"]
+    assert 0 < state["global_step"] < total  # really killed in the middle
+    again = subprocess.run(_cli(tmp_path / "kill"), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "resuming" in again.stdout
+    for name in ("metrics.csv", "metrics_by_condition.csv"):
+        assert read(tmp_path / "kill" / "k" / name) == read(tmp_path / "ref" / "k" / name)
+    a = json.loads((tmp_path / "kill" / "k" / "summary.json").read_text())
+    b = json.loads((tmp_path / "ref" / "k" / "summary.json").read_text())
+    assert a["final"] == b["final"] and a["steps"] == b["steps"]
+
+
+def test_resume_refuses_another_configuration(tmp_path, data):
+    train(tiny(max_steps=3), tmp_path / "r", data=data, **quiet())
+    with pytest.raises(CheckpointError, match=r"manifold: saved 'ellipse', now 'line'"):
+        train(tiny(manifold="line"), tmp_path / "r", data=data, **quiet())
+    # more epochs is a continuation, not another configuration
+    train(tiny(epochs=3, max_steps=5), tmp_path / "r", data=data, **quiet())
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path, data):
+    train(tiny(max_steps=3), tmp_path / "r", data=data, **quiet())
+    path = tmp_path / "r" / "checkpoints" / "last.pt"
+    state = load_checkpoint(path)
+    other = Trainer(tiny(manifold="line"), tmp_path / "o", data=data, **quiet())
+    with pytest.raises(RuntimeError, match=r"Ellipse\(\).*Line\(\)"):
+        other.model.load_state_dict(state["model"])
+
+
+def test_checkpoints_load_without_running_code(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"version": 1, "x": Evil()}, f)
+    with pytest.raises(CheckpointError, match="cannot load checkpoint"):
+        load_checkpoint(path)
+    assert not marker.exists()
+    torch.save({"no": "version"}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a weightmanifold checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+
+
+def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path, data):
+    cfg = tiny(lr=1e12, checkpoint_every=1, epochs=3)
+    with pytest.raises(TrainingDivergedError, match="last good checkpoint"):
+        train(cfg, tmp_path / "d", data=data, **quiet())
+    summary = json.loads(read(tmp_path / "d" / "summary.json"))
+    assert summary["status"] == "diverged" and "loss became" in summary["message"]
+    state = load_checkpoint(tmp_path / "d" / "checkpoints" / "last.pt")
+    assert all(torch.isfinite(v).all() for v in state["model"].values()
+               if isinstance(v, torch.Tensor) and v.is_floating_point())
+
+
+def test_s_weighted_l2_penalty_matches_eq14(tmp_path, data):
+    cfg = tiny(task="noise", task_options={"max_noise": 0.8}, manifold="line", l2=0.1)
+    trainer = Trainer(cfg, tmp_path / "l2", data=data, **quiet())
+    x, y = data.train_x[:8], data.train_y[:8]
+    s = torch.tensor([0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8])
+    got = trainer._loss(x, y, s)
+    ce = torch.nn.functional.cross_entropy(trainer.model(x, s), y)
+    manifold_model = trainer.model.net
+    norms = torch.stack([sum(p.pow(2).sum() for p in wm.at(manifold_model, float(si)).parameters())
+                         for si in s])
+    assert torch.allclose(got, ce + (s * 0.1 * norms).mean(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["plain", "concat", "embed", "film"])
+def test_baselines_train(tmp_path, data, method):
+    summary = train(tiny(method=method, max_steps=3), tmp_path / method, data=data, **quiet())
+    assert summary["status"] == "completed"
+
+
+@pytest.mark.parametrize("opt", ["adam", "adamw"])
+def test_optimizers_and_preconditioning_switch(tmp_path, data, opt):
+    on = Trainer(tiny(optimizer=opt), tmp_path / "on", data=data, **quiet())
+    off = Trainer(tiny(optimizer=opt, precondition=False), tmp_path / "off", data=data, **quiet())
+    assert isinstance(on.optimizer, wm.Preconditioned)
+    assert not isinstance(off.optimizer, wm.Preconditioned)
+    assert on.optimizer.param_groups[0]["lr"] == 0.05
+
+
+def test_seeds_aggregate_mean_and_std(tmp_path, data):
+    agg = run_seeds(tiny(max_steps=2), [0, 1, 2], tmp_path / "s", data=data, **quiet())
+    finals = [json.loads(read(tmp_path / "s" / f"seed_{k}" / "summary.json"))["final"]
+              for k in range(3)]
+    accs = torch.tensor([f["test_accuracy"] for f in finals], dtype=torch.float64)
+    assert agg["metrics"]["test_accuracy"]["mean"] == pytest.approx(float(accs.mean()))
+    assert agg["metrics"]["test_accuracy"]["std"] == pytest.approx(float(accs.std()))
+    assert len(agg["by_condition"]) == 8
+    assert (tmp_path / "s" / "aggregate_by_condition.csv").exists()
+    assert aggregate_seeds(tmp_path / "s", [0, 1, 2]) == agg
+
+
+def test_config_errors():
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\) \['lrr'\]"):
+        RunConfig.from_dict({"lrr": 0.1})
+    with pytest.raises(ConfigError, match="'epochs' must be"):
+        RunConfig(epochs="3")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="'optimizer': unknown 'rmsprop'"):
+        RunConfig(optimizer="rmsprop")
+    assert RunConfig(lr=1).lr == 1.0  # TOML's integer for a float
+
+
+def test_config_toml(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('method = "concat"\nepochs = 2\n[task_options]\ntrain_fraction = 0.5\n')
+    cfg = RunConfig.from_toml(path, seed=3)
+    assert cfg.method == "concat" and cfg.task_options == {"train_fraction": 0.5}
+    assert cfg.seed == 3
+    path.write_text("epochs = 'two'\n")
+    with pytest.raises(ConfigError, match=r"c.toml: config key 'epochs'"):
+        RunConfig.from_toml(path)
+
+
+def test_ddp_two_processes_match_single_process(tmp_path):
+    common = ["--runs-dir", str(tmp_path), "--dataset", "synthetic", "--widths", "4", "8", "8",
+              "--hidden", "16", "--batch-size", "32", "--epochs", "1", "--lr", "0.05",
+              "--threads", "1", "--no-progress", "--task-options", "train_fraction=0.25",
+              "bins=8"]
+    single = subprocess.run([sys.executable, "-m", "weightmanifold", "train", "--name", "one",
+                             *common], capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", "29517", "-m", "weightmanifold", "train", "--name",
+                          "two", *common], capture_output=True, text=True, timeout=300)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    a = load_checkpoint(tmp_path / "one" / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "two" / "checkpoints" / "last.pt")["model"]
+    for k, v in a.items():
+        if isinstance(v, torch.Tensor):
+            assert torch.allclose(v, b[k], rtol=1e-4, atol=1e-6), k
+    fa = json.loads(read(tmp_path / "one" / "summary.json"))["final"]
+    fb = json.loads(read(tmp_path / "two" / "summary.json"))["final"]
+    assert fa["test_accuracy"] == pytest.approx(fb["test_accuracy"], abs=0.01)
+    assert fa["train_loss"] == pytest.approx(fb["train_loss"], rel=1e-4)
