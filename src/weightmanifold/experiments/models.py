@@ -60,27 +60,35 @@ PAPER_WIDTHS = (32, 64, 128)
 PAPER_HIDDEN = 512
 
 
-def _conv_stack(in_channels: int, widths: Sequence[int]) -> nn.ModuleList:
+def _conv_stack(in_channels: int, widths: Sequence[int], padding: str = "same") -> nn.ModuleList:
     blocks = nn.ModuleList()
     c = in_channels
     for w in widths:
-        blocks.append(nn.Conv2d(c, w, 3, padding=1))
+        blocks.append(nn.Conv2d(c, w, 3, padding=1 if padding == "same" else 0))
         c = w
     return blocks
 
 
-def _flat_size(widths: Sequence[int], image_size: int) -> int:
+def _flat_size(widths: Sequence[int], image_size: int, padding: str = "same") -> int:
+    if padding not in ("same", "valid"):
+        raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
     size = image_size
     for _ in widths:
-        size //= 2
+        size = (size - (0 if padding == "same" else 2)) // 2
     if size < 1:
         raise ValueError(f"image size {image_size} is too small for {len(widths)} poolings")
     return widths[-1] * size * size
 
 
 def paper_cnn(in_channels: int = 3, image_size: int = 32, classes: int = 10,
-              widths: Sequence[int] = PAPER_WIDTHS, hidden: int = PAPER_HIDDEN) -> nn.Sequential:
+              widths: Sequence[int] = PAPER_WIDTHS, hidden: int = PAPER_HIDDEN,
+              padding: str = "same") -> nn.Sequential:
     """The paper CNN as an ``nn.Sequential`` (see the module docstring).
+
+    Args:
+        in_channels, image_size, classes: of the data.
+        widths, hidden: conv channels and dense width (the paper's 32/64/128 and 512).
+        padding: ``"same"`` (default, Flax's) or ``"valid"`` (no padding).
 
     Examples:
         >>> net = paper_cnn(1, 28)
@@ -88,10 +96,11 @@ def paper_cnn(in_channels: int = 3, image_size: int = 32, classes: int = 10,
         torch.Size([2, 10])
     """
     layers: list[nn.Module] = []
-    for conv in _conv_stack(in_channels, widths):
+    for conv in _conv_stack(in_channels, widths, padding):
         layers += [conv, nn.ReLU(), nn.MaxPool2d(2)]
-    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(_flat_size(widths, image_size), hidden),
-                         nn.ReLU(), nn.Linear(hidden, classes))
+    flat = _flat_size(widths, image_size, padding)
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(flat, hidden), nn.ReLU(),
+                         nn.Linear(hidden, classes))
 
 
 class ChannelLayerNorm(nn.Module):
