@@ -33,6 +33,47 @@ from torch.func import functional_call, grad, stack_module_state, vmap
 from weightmanifold.experiments.models import paper_cnn
 
 
+def measure(k: int, x: torch.Tensor, y: torch.Tensor, rounds: int) -> tuple[float, float]:
+    """Median seconds of one step of K models: sequential, vmapped."""
+    models = []
+    for seed in range(k):
+        torch.manual_seed(seed)
+        models.append(paper_cnn(1, 28))
+    opts = [torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for m in models]
+
+    def sequential() -> None:
+        for m, o in zip(models, opts):
+            o.zero_grad()
+            F.cross_entropy(m(x), y).backward()
+            o.step()
+
+    params, buffers = stack_module_state(copy.deepcopy(models))
+    base = copy.deepcopy(models[0]).to("meta")
+    momentum = {n: torch.zeros_like(p) for n, p in params.items()}
+
+    def loss_fn(p: dict, b: dict) -> torch.Tensor:
+        return F.cross_entropy(functional_call(base, (p, b), (x,)), y)
+
+    grads_fn = vmap(grad(loss_fn))
+
+    def batched() -> None:
+        g = grads_fn({n: p.detach() for n, p in params.items()}, buffers)
+        with torch.no_grad():
+            for n, p in params.items():
+                momentum[n].mul_(0.9).add_(g[n])
+                p.sub_(0.01 * momentum[n])
+
+    times: dict[str, list[float]] = {"seq": [], "vmap": []}
+    for r in range(rounds + 2):
+        for name, fn in (("seq", sequential), ("vmap", batched)):
+            t0 = time.perf_counter()
+            fn()
+            if r >= 2:
+                times[name].append(time.perf_counter() - t0)
+    seq, vm = statistics.median(times["seq"]), statistics.median(times["vmap"])
+    return seq, vm
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -47,42 +88,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}")
     print(f"{'K':>3}{'sequential ms':>15}{'vmap ms':>10}{'vmap/seq':>10}")
     for k in args.ensemble:
-        models = []
-        for seed in range(k):
-            torch.manual_seed(seed)
-            models.append(paper_cnn(1, 28))
-        opts = [torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for m in models]
-
-        def sequential() -> None:
-            for m, o in zip(models, opts):
-                o.zero_grad()
-                F.cross_entropy(m(x), y).backward()
-                o.step()
-
-        params, buffers = stack_module_state(copy.deepcopy(models))
-        base = copy.deepcopy(models[0]).to("meta")
-        momentum = {n: torch.zeros_like(p) for n, p in params.items()}
-
-        def loss_fn(p: dict, b: dict) -> torch.Tensor:
-            return F.cross_entropy(functional_call(base, (p, b), (x,)), y)
-
-        grads_fn = vmap(grad(loss_fn))
-
-        def batched() -> None:
-            g = grads_fn({n: p.detach() for n, p in params.items()}, buffers)
-            with torch.no_grad():
-                for n, p in params.items():
-                    momentum[n].mul_(0.9).add_(g[n])
-                    p.sub_(0.01 * momentum[n])
-
-        times: dict[str, list[float]] = {"seq": [], "vmap": []}
-        for r in range(args.rounds + 2):
-            for name, fn in (("seq", sequential), ("vmap", batched)):
-                t0 = time.perf_counter()
-                fn()
-                if r >= 2:
-                    times[name].append(time.perf_counter() - t0)
-        seq, vm = statistics.median(times["seq"]), statistics.median(times["vmap"])
+        seq, vm = measure(k, x, y, args.rounds)
         print(f"{k:>3}{1000 * seq:>15.1f}{1000 * vm:>10.1f}{vm / seq:>10.2f}")
 
 

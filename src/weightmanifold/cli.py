@@ -88,6 +88,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .experiments.trainer import TrainingDivergedError, run_seeds, train
 
     config = config_from_args(args)
+    if args.malloc_tuning:
+        from .experiments.runtime import tune_malloc
+
+        tune_malloc()
     out = Path(args.runs_dir) / config.name
     progress = None if args.progress is None else args.progress
     try:
@@ -105,6 +109,71 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except TrainingDivergedError as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .experiments.presets import get_preset
+    from .experiments.sweep import run_sweep
+
+    preset = get_preset(args.preset)
+    overrides = {}
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    if args.threads is not None:
+        overrides["threads"] = args.threads
+    if args.malloc_tuning:
+        from .experiments.runtime import tune_malloc
+
+        tune_malloc()
+    root = Path(args.runs_dir) / preset.name
+    rows = run_sweep(preset, root, scale=args.scale, seeds=args.seeds, labels=args.only,
+                     data_dir=args.data_dir, overrides=overrides, progress=args.progress)
+    _print_table(rows)
+    print(f"results in {root / 'results.csv'}")
+    return 0
+
+
+def _fmt(mean: float | None, std: float | None) -> str:
+    return "-" if mean is None else f"{100 * mean:5.1f} ± {100 * (std or 0):4.1f}"
+
+
+def _print_table(rows: Sequence[dict[str, Any]]) -> None:
+    print(f"{'configuration':<28}{'all angles/levels':>20}{'seen':>16}{'unseen':>16}{'n':>4}")
+    for r in rows:
+        print(f"{r['name']:<28}{_fmt(r['test_accuracy_mean'], r['test_accuracy_std']):>20}"
+              f"{_fmt(r['seen_accuracy_mean'], r['seen_accuracy_std']):>16}"
+              f"{_fmt(r['unseen_accuracy_mean'], r['unseen_accuracy_std']):>16}{r['n']:>4}")
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .experiments.evaluation import evaluate_checkpoint
+
+    rows, path = evaluate_checkpoint(args.run_dir, args.s, split_size=args.test_subset)
+    print(f"{'s':>8}{'accuracy':>10}{'loss':>9}{'seen':>6}")
+    for r in rows:
+        print(f"{r['s']:>8.4f}{100 * r['accuracy']:>9.2f}%{r['loss']:>9.4f}{r['seen']!s:>6}")
+    print(f"written to {path}")
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from .experiments.figures import plot_run
+
+    for path in plot_run(args.run_dir):
+        print(path)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .experiments.demo import run_demo
+
+    if args.malloc_tuning:
+        from .experiments.runtime import tune_malloc
+
+        tune_malloc()
+    run_demo(Path(args.runs_dir) / "demo", data_dir=args.data_dir, quick=args.quick,
+             progress=args.progress)
     return 0
 
 
@@ -127,8 +196,80 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", type=str, default="runs", help="where run directories go")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bars (default: only on a terminal)")
+    p.add_argument("--malloc-tuning", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep freed memory in the process instead of returning it to the OS "
+                        "every step (glibc; 15-25%% faster CPU steps, resident memory stays "
+                        "at its peak)")
     _add_config_options(p)
     p.set_defaults(func=_cmd_train)
+
+    from .experiments.presets import PRESETS, SCALES
+
+    p = sub.add_parser(
+        "sweep", help="run a paper experiment (preset) over its configurations and seeds",
+        description="Run every configuration of a preset for every seed into "
+                    "runs/<preset>/, then write results.csv/json and figures. Presets: "
+                    + "; ".join(f"{k} ({v.figure}): {v.description}" for k, v in PRESETS.items())
+                    + ". Interrupted sweeps resume.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("preset", choices=list(PRESETS), metavar="PRESET",
+                   help=f"one of: {', '.join(PRESETS)}")
+    p.add_argument("--scale", choices=SCALES, default="cpu",
+                   help="cpu: Fashion-MNIST subsets, 3 epochs, 3 seeds (a 2-core budget); "
+                        "paper: CIFAR-10, 20 seeds")
+    p.add_argument("--seeds", type=parse_seeds, default=None,
+                   help="override the preset's seeds, e.g. 0..4")
+    p.add_argument("--only", nargs="+", default=None, metavar="LABEL",
+                   help="run only these methods (labels), e.g. ellipse concat")
+    p.add_argument("--epochs", type=int, default=None, help="override the epochs")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--data-dir", type=str, default=None,
+                   help="directory with the data set files (default: standard location)")
+    p.add_argument("--runs-dir", type=str, default="runs", help="where sweeps go")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bars (default: only on a terminal)")
+    p.add_argument("--malloc-tuning", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep freed memory in the process (faster CPU steps)")
+    p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser(
+        "evaluate", help="evaluate a run's checkpoint at chosen conditions s",
+        description="Load runs/<name>/checkpoints/last.pt (weights_only) and evaluate it on "
+                    "the test set at each given s, transformed by the run's task.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("run_dir", help="a run directory (with config.json and checkpoints/)")
+    p.add_argument("--s", type=float, nargs="+", required=True,
+                   help="conditions to evaluate at, e.g. 0 0.125 0.25")
+    p.add_argument("--test-subset", type=int, default=None,
+                   help="evaluate on this many test images (default: the run's setting)")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser(
+        "plot", help="draw the figures of a finished run, multi-seed run or sweep",
+        description="Write PNG figures (with the CSV of their numbers) into the directory: "
+                    "training curves and accuracy by condition.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("run_dir", help="a run directory, a multi-seed root or a sweep directory")
+    p.set_defaults(func=_cmd_plot)
+
+    p = sub.add_parser(
+        "demo", help="rotated Fashion-MNIST with sparse angles: ellipse vs baselines",
+        description="Train the ellipse manifold network and the plain, concat and embed "
+                    "baselines on Fashion-MNIST rotated by angles of which only a quarter are "
+                    "seen in training, then print seen/unseen accuracy and write a polar "
+                    "plot to runs/demo/. About 5 minutes on 2 CPU cores.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data-dir", type=str, default=None,
+                   help="Fashion-MNIST IDX directory (default: /usr/share/datasets/"
+                        "fashion-mnist, from the Debian package dataset-fashion-mnist)")
+    p.add_argument("--quick", action="store_true",
+                   help="a one-minute version (smaller subsets, one epoch)")
+    p.add_argument("--runs-dir", type=str, default="runs", help="where the demo's runs go")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bars (default: only on a terminal)")
+    p.add_argument("--malloc-tuning", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep freed memory in the process (faster CPU steps)")
+    p.set_defaults(func=_cmd_demo)
     return parser
 
 

@@ -1,0 +1,79 @@
+"""Evaluating a finished (or running) run's checkpoint at chosen conditions."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import CheckpointError, atomic_write_csv, load_checkpoint
+from .config import RunConfig
+from .trainer import build_run, load_run_data
+
+__all__ = ["evaluate_checkpoint"]
+
+
+def evaluate_checkpoint(run_dir: str | Path, s_values: Sequence[float], *,
+                        split_size: int | None = None, batch_size: int = 1000,
+                        seed: int = 0) -> tuple[list[dict[str, Any]], Path]:
+    """Test accuracy and loss of a run's last checkpoint at each condition in ``s_values``.
+
+    The test images are transformed by the run's task at each ``s`` (noise drawn
+    from a generator seeded by ``seed``, the same for every ``s``).
+
+    Args:
+        run_dir: a run directory with ``config.json`` and ``checkpoints/last.pt``.
+        s_values: the conditions.
+        split_size: evaluate on this many test images (default: the run's subset).
+        batch_size: images per forward pass.
+        seed: seed of the task's noise.
+
+    Returns:
+        The rows ``{"s", "accuracy", "loss", "seen"}`` and the path of the CSV they
+        were written to (``run_dir/evaluation.csv``).
+
+    Raises:
+        FileNotFoundError: if the directory holds no run.
+        CheckpointError: for an unusable checkpoint.
+    """
+    run_dir = Path(run_dir)
+    config_path, ckpt = run_dir / "config.json", run_dir / "checkpoints" / "last.pt"
+    for path in (config_path, ckpt):
+        if not path.exists():
+            raise FileNotFoundError(f"{run_dir} is not a run directory: {path.name} is missing")
+    if not s_values:
+        raise ValueError("give at least one condition s to evaluate at")
+    with open(config_path) as f:
+        config = RunConfig.from_dict(json.load(f))
+    if split_size is not None:
+        config = config.replace(test_subset=split_size)
+    data = load_run_data(config)
+    task, model = build_run(config, data)
+    state = load_checkpoint(ckpt)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise CheckpointError(f"{ckpt} does not fit the run's model: {err}") from err
+    model.eval()
+    rows = []
+    with torch.no_grad():
+        for s_value in s_values:
+            gen = torch.Generator().manual_seed(seed)
+            correct, loss_sum = 0, 0.0
+            for start in range(0, len(data.test_x), batch_size):
+                x = data.test_x[start:start + batch_size]
+                y = data.test_y[start:start + batch_size]
+                s = torch.full((len(x),), float(s_value))
+                logits = model(task.apply(x, s, gen), s)
+                correct += int((logits.argmax(1) == y).sum())
+                loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+            n = len(data.test_x)
+            rows.append({"s": float(s_value), "accuracy": correct / n, "loss": loss_sum / n,
+                         "seen": bool(task.seen(torch.tensor([float(s_value)]))[0])})
+    out = run_dir / "evaluation.csv"
+    atomic_write_csv(out, rows, ["s", "accuracy", "loss", "seen"])
+    return rows, out

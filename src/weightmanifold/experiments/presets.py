@@ -1,0 +1,169 @@
+"""The paper's experiments as presets, at full (paper) scale and at a CPU scale.
+
+Each preset is a list of *configurations* (one curve point of one method each),
+every configuration run once per seed. ``scale="paper"`` follows the paper
+(CIFAR-10, the paper CNN, 20 seeds; §3, Appendix D–E); ``scale="cpu"`` is a
+budget that finishes on a 2-core CPU: Fashion-MNIST (the Debian package), a
+10 000-image training subset, a 2 000-image test subset, 3 epochs, 3 seeds.
+
+======================== =========== ================================================
+preset                   figure      what varies
+======================== =========== ================================================
+rotation-sparsity        Fig. 2b     fraction of training angles × method
+noise                    Fig. 3      method (accuracy vs noise level from each run)
+optimizers               Fig. 4a     optimiser of the ellipse network
+unconditioned            Fig. 4b–c   ellipse with random s vs point network, CNN/ResNet
+preconditioning-ablation —           ellipse with vs without the metric
+======================== =========== ================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import RunConfig
+
+__all__ = ["PRESETS", "SCALES", "Preset", "PresetRun", "get_preset"]
+
+SCALES = ("cpu", "paper")
+
+_SCALE_BASE: dict[str, dict[str, Any]] = {
+    "cpu": {"dataset": "fashion-mnist", "train_subset": 10000, "test_subset": 2000,
+            "epochs": 3, "batch_size": 128},
+    "paper": {"dataset": "cifar10", "epochs": 50, "batch_size": 128},
+}
+_SCALE_SEEDS = {"cpu": [0, 1, 2], "paper": list(range(20))}
+
+#: the conditioned methods compared in the rotation and noise presets: label → config keys
+BASELINES: dict[str, dict[str, Any]] = {
+    "plain": {"method": "plain"},
+    "concat": {"method": "concat", "features": "raw"},
+    "embed": {"method": "embed", "features": "raw"},
+    "film": {"method": "film", "features": "raw"},
+    "concat-basis": {"method": "concat", "features": "basis"},
+}
+
+
+@dataclass(frozen=True)
+class PresetRun:
+    """One configuration of a preset: a method at one point of the swept variable."""
+
+    label: str
+    x: float | str | None
+    config: RunConfig
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A paper experiment: the configurations to run and how to read them.
+
+    Attributes:
+        name: the preset's name.
+        description: one line for ``--help``.
+        figure: the paper figure it reproduces.
+        x_name: the swept variable drawn on the figure's x axis (``None``: the
+            runs' evaluation conditions are the x axis).
+        metric: the summary metric compared across configurations.
+    """
+
+    name: str
+    description: str
+    figure: str
+    x_name: str | None
+    metric: str
+    build: Any = field(repr=False)
+
+    def runs(self, scale: str = "cpu") -> list[PresetRun]:
+        """The configurations at ``scale`` ("cpu" or "paper").
+
+        Raises:
+            ValueError: for an unknown scale.
+        """
+        if scale not in SCALES:
+            raise ValueError(f"unknown scale {scale!r}; valid: {', '.join(SCALES)}")
+        base = dict(_SCALE_BASE[scale])
+        return [PresetRun(label, x, RunConfig.from_dict({**base, **keys,
+                                                         "name": f"{self.name}/{name}"}))
+                for name, label, x, keys in self.build(scale)]
+
+    def seeds(self, scale: str = "cpu") -> list[int]:
+        return list(_SCALE_SEEDS[scale])
+
+
+def _rotation_sparsity(scale: str) -> list[tuple[str, str, Any, dict[str, Any]]]:
+    fractions = [0.1, 0.25, 1.0] if scale == "cpu" else [0.05, 0.1, 0.25, 0.5, 0.75, 1.0]
+    methods = {"ellipse": {"method": "manifold", "manifold": "ellipse"}, **BASELINES}
+    out = []
+    for f in fractions:
+        for label, keys in methods.items():
+            out.append((f"{label}-f{f}", label, f,
+                        {**keys, "task": "rotation",
+                         "task_options": {"train_fraction": f, "mode": "subset", "bins": 36},
+                         "manifold": "ellipse"}))
+    return out
+
+
+def _noise(scale: str) -> list[tuple[str, str, Any, dict[str, Any]]]:
+    l2 = 1e-4
+    task = {"task": "noise", "task_options": {"max_noise": 0.8, "eval_levels": 9},
+            "manifold": "line", "l2": l2}
+    methods = {"line": {"method": "manifold"}, **{k: v for k, v in BASELINES.items()
+                                                   if k != "concat-basis"}}
+    return [(label, label, None, {**task, **keys}) for label, keys in methods.items()]
+
+
+def _optimizers(scale: str) -> list[tuple[str, str, Any, dict[str, Any]]]:
+    rot = {"task": "rotation", "task_options": {"train_fraction": 0.25, "mode": "subset"},
+           "method": "manifold", "manifold": "ellipse"}
+    return [(name, name, name, {**rot, "optimizer": name}) for name in ("sgd", "adam", "adamw")]
+
+
+def _unconditioned(scale: str) -> list[tuple[str, str, Any, dict[str, Any]]]:
+    out = []
+    archs = ["cnn", "resnet18ln"]
+    for arch in archs:
+        extra: dict[str, Any] = {}
+        if arch == "resnet18ln" and scale == "cpu":
+            extra = {"widths": [16, 32, 64, 128], "epochs": 2}
+        for label, keys in (("ellipse", {"method": "manifold", "manifold": "ellipse"}),
+                            ("point", {"method": "plain"})):
+            out.append((f"{arch}-{label}", label, arch,
+                        {"task": "unconditioned", "arch": arch, **keys, **extra}))
+    return out
+
+
+def _ablation(scale: str) -> list[tuple[str, str, Any, dict[str, Any]]]:
+    rot = {"task": "rotation", "task_options": {"train_fraction": 0.25, "mode": "subset"},
+           "method": "manifold", "manifold": "ellipse"}
+    return [("metric", "metric", "with", {**rot, "precondition": True}),
+            ("no-metric", "no-metric", "without", {**rot, "precondition": False})]
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p for p in (
+        Preset("rotation-sparsity", "test accuracy on all angles vs fraction of training "
+               "angles: ellipse manifold vs plain, concat, embed, FiLM, concat-of-a(s)",
+               "Fig. 2b", "train_fraction", "test_accuracy", _rotation_sparsity),
+        Preset("noise", "accuracy vs noise level: line manifold with the s-weighted L2 "
+               "penalty (Eq. 14) vs baselines", "Fig. 3", None, "test_accuracy", _noise),
+        Preset("optimizers", "ellipse manifold on rotated images with SGD, Adam, AdamW",
+               "Fig. 4a", "optimizer", "test_accuracy", _optimizers),
+        Preset("unconditioned", "ellipse with a random s per example vs a point network, "
+               "paper CNN and ResNet-18-LN", "Fig. 4b-c", "arch", "test_accuracy",
+               _unconditioned),
+        Preset("preconditioning-ablation", "ellipse manifold with vs without the metric "
+               "preconditioning", "-", "precondition", "test_accuracy", _ablation),
+    )
+}
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name``.
+
+    Raises:
+        ValueError: for an unknown name, listing the valid ones.
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
+    return PRESETS[name]

@@ -1,0 +1,146 @@
+"""The command line: help for every option, every subcommand end to end, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from dataclasses import fields
+
+import pytest
+
+from weightmanifold.cli import main, parse_seeds
+from weightmanifold.experiments.config import RunConfig
+from weightmanifold.experiments.presets import PRESETS, get_preset
+from weightmanifold.experiments.sweep import run_sweep
+
+TINY = ["--dataset", "synthetic", "--widths", "4", "8", "8", "--hidden", "16",
+        "--batch-size", "32", "--epochs", "1", "--lr", "0.05", "--threads", "1",
+        "--no-progress", "--task-options", "train_fraction=0.25", "bins=8"]
+TINY_OVERRIDES = {"dataset": "synthetic", "train_subset": None, "test_subset": None,
+                  "epochs": 1, "widths": [4, 8, 8], "hidden": 16, "batch_size": 32,
+                  "threads": 1, "lr": 0.05}
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "weightmanifold", *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_help_documents_every_option():
+    text = run_cli("train", "--help").stdout
+    for f in fields(RunConfig):
+        flag = "--" + f.name.replace("_", "-")
+        assert flag in text, flag
+        assert RunConfig.help(f.name).split()[0] in text
+    for command in ("sweep", "evaluate", "plot", "demo"):
+        out = run_cli(command, "--help")
+        assert out.returncode == 0 and "usage: weightmanifold " + command in out.stdout
+    assert all(name in run_cli("sweep", "--help").stdout for name in PRESETS)
+
+
+def test_parse_seeds():
+    assert parse_seeds("0..3") == [0, 1, 2, 3]
+    assert parse_seeds("0,5,7") == [0, 5, 7]
+    assert parse_seeds("2") == [2]
+    for bad in ("a", "0..", "1,1", "-1"):
+        with pytest.raises(Exception, match="seeds"):
+            parse_seeds(bad)
+
+
+def test_unknown_preset_option_and_names(capsys):
+    with pytest.raises(SystemExit):
+        main(["sweep", "nonsense"])
+    assert "invalid choice: 'nonsense'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--learning-rate", "0.1"])
+    assert "unrecognized arguments: --learning-rate" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", *TINY, "--manifold", "blob"])
+    assert "unknown manifold 'blob'; valid: point, line, ellipse" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", *TINY, "--method", "magic"])
+    assert "unknown method 'magic'; valid: plain, manifold" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="unknown preset 'x'; valid: rotation-sparsity"):
+        get_preset("x")
+
+
+def test_config_file_errors_name_the_key(tmp_path, capsys):
+    path = tmp_path / "c.toml"
+    path.write_text("epochz = 3\n")
+    with pytest.raises(SystemExit):
+        main(["train", "--config", str(path)])
+    assert "unknown config key(s) ['epochz']" in capsys.readouterr().err
+    path.write_text("epochs = 'three'\n")
+    with pytest.raises(SystemExit):
+        main(["train", "--config", str(path)])
+    assert "config key 'epochs' must be int" in capsys.readouterr().err
+
+
+def test_missing_data_says_what_was_looked_for(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path),
+              "--runs-dir", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert "train-images-idx3-ubyte" in err and "dataset-fashion-mnist" in err
+
+
+def test_train_writes_resolved_config_and_resumes(tmp_path):
+    out = run_cli("train", "--runs-dir", str(tmp_path), "--name", "a", *TINY)
+    assert out.returncode == 0, out.stderr
+    saved = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert saved["widths"] == [4, 8, 8] and saved["task_options"]["bins"] == 8
+    assert saved == RunConfig.from_dict(saved).to_dict()  # full, resolved config
+    again = run_cli("train", "--runs-dir", str(tmp_path), "--name", "a", *TINY)
+    assert again.returncode == 0 and "resuming" in again.stdout
+    other = run_cli("train", "--runs-dir", str(tmp_path), "--name", "a", *TINY, "--seed", "4")
+    assert other.returncode == 2 and "another configuration" in other.stderr
+
+
+def test_config_file_and_override(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('method = "concat"\nfeatures = "basis"\n')
+    out = run_cli("train", "--config", str(path), "--runs-dir", str(tmp_path), "--name", "c",
+                  *TINY)
+    assert out.returncode == 0, out.stderr
+    saved = json.loads((tmp_path / "c" / "config.json").read_text())
+    assert saved["method"] == "concat" and saved["features"] == "basis"
+
+
+def test_evaluate_and_plot(tmp_path):
+    assert run_cli("train", "--runs-dir", str(tmp_path), "--name", "e", *TINY).returncode == 0
+    out = run_cli("evaluate", str(tmp_path / "e"), "--s", "0", "0.125", "0.3")
+    assert out.returncode == 0, out.stderr
+    rows = list(csv.DictReader(open(tmp_path / "e" / "evaluation.csv")))
+    assert [float(r["s"]) for r in rows] == [0.0, 0.125, 0.3]
+    assert rows[0]["seen"] in ("True", "False")
+    plotted = run_cli("plot", str(tmp_path / "e"))
+    assert plotted.returncode == 0, plotted.stderr
+    assert (tmp_path / "e" / "curves.png").exists()
+    bad = run_cli("evaluate", str(tmp_path / "nothing"), "--s", "0")
+    assert bad.returncode == 2 and "not a run directory" in bad.stderr
+
+
+def test_preset_configurations_are_valid():
+    for preset in PRESETS.values():
+        for scale in ("cpu", "paper"):
+            runs = preset.runs(scale)
+            assert runs and len({r.config.name for r in runs}) == len(runs)
+            assert preset.seeds(scale)
+    assert len(get_preset("rotation-sparsity").seeds("paper")) == 20
+    with pytest.raises(ValueError, match="unknown scale"):
+        get_preset("noise").runs("gpu")
+
+
+def test_sweep_runs_aggregates_and_plots(tmp_path):
+    preset = get_preset("rotation-sparsity")
+    rows = run_sweep(preset, tmp_path, seeds=[0, 1], labels=["ellipse", "concat"],
+                     overrides=TINY_OVERRIDES, log=lambda m: None, progress=False)
+    assert {r["label"] for r in rows} == {"ellipse", "concat"}
+    assert len(rows) == 2 * 3  # two methods at three training fractions
+    assert all(r["n"] == 2 and r["test_accuracy_std"] is not None for r in rows)
+    for name in ("results.csv", "results.json", "sweep.png", "sweep.csv", "by_condition.png"):
+        assert (tmp_path / name).exists(), name
+    with pytest.raises(ValueError, match="unknown label"):
+        run_sweep(preset, tmp_path, labels=["nope"], overrides=TINY_OVERRIDES)
