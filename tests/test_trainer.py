@@ -253,3 +253,14 @@ def test_ddp_two_processes_match_single_process(tmp_path):
     fb = json.loads(read(tmp_path / "two" / "summary.json"))["final"]
     assert fa["test_accuracy"] == pytest.approx(fb["test_accuracy"], abs=0.01)
     assert fa["train_loss"] == pytest.approx(fb["train_loss"], rel=1e-4)
+
+
+def test_result_files_are_readable_by_others(tmp_path):
+    from weightmanifold.experiments.checkpoint import atomic_write_json
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_json(tmp_path / "x.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o644

@@ -650,6 +650,16 @@ def _plot_run_dir(run_dir: Path) -> list[Path]:
         paths.append(plot_accuracy_by_condition(
             {label: rows}, run_dir / "by_condition.png", periodic=periodic,
             title=f"{label}: accuracy by condition (epoch {last[0]}, step {last[1]})"))
+    snapshots = run_dir / "snapshots.pt"
+    if snapshots.is_file():  # written by the trainer for manifold networks
+        from ..topology import make_manifold
+        from .checkpoint import load_checkpoint
+
+        snap = load_checkpoint(snapshots)
+        manifold = make_manifold(snap["manifold"], **snap["manifold_options"])
+        if manifold.dim == 1 and len(snap["bases"]) > 0:
+            paths.append(plot_manifold_projection(
+                list(zip(snap["labels"], snap["bases"])), manifold, run_dir / "manifold.png"))
     return paths
 
 

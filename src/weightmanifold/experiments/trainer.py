@@ -7,6 +7,8 @@ A run lives in its own directory::
         metrics.csv                 one row per evaluation (epoch), overall numbers
         metrics_by_condition.csv    one row per evaluation and condition bin
         summary.json                status, final metrics, parameters, wall time
+        snapshots.pt                manifold networks: the first layer's basis at the
+                                    start and at every evaluation (for Fig. 1c)
         checkpoints/last.pt         weights, optimiser, RNG states, data position
 
 Every file is written atomically. Checkpoints are taken every
@@ -310,6 +312,8 @@ class Trainer:
             self.status = "completed"
             self._write_results()
             return self.summary()
+        if not resumed:
+            self._snapshot("start")
         from tqdm.auto import tqdm
 
         disable = (not self.progress) if self.progress is not None else None
@@ -365,6 +369,28 @@ class Trainer:
             self._write_results()
         return self.summary()
 
+    def _first_layer(self) -> tuple[str, nn.Module] | None:
+        for name, m in self.model.net.named_modules():
+            if isinstance(m, wm.layers.ManifoldOp):
+                return name, m
+        return None
+
+    def _snapshot(self, label: str) -> None:
+        """Append the first manifold layer's basis to ``snapshots.pt`` (rank 0)."""
+        found = self._first_layer() if self.rank == 0 else None
+        if found is None:
+            return
+        name, layer = found
+        path = self.out / "snapshots.pt"
+        data = load_checkpoint(path) if path.exists() else {
+            "manifold": self.config.manifold, "manifold_options": self.config.manifold_options,
+            "layer": name, "labels": [], "bases": []}
+        if label in data["labels"]:
+            return
+        data["labels"].append(label)
+        data["bases"].append(layer.weight.detach().cpu().clone())
+        save_checkpoint(path, {k: v for k, v in data.items() if k != "version"})
+
     def _evaluate(self) -> None:
         record: dict[str, Any] = {
             "epoch": self.epoch, "step": self.global_step,
@@ -389,6 +415,8 @@ class Trainer:
                 "by_condition": res["conditions"],
             })
             self.model.train()
+            self._snapshot(f"epoch {self.epoch}" if self.step_in_epoch == 0
+                           else f"step {self.global_step}")
             msg = (f"{self.config.name} epoch {self.epoch} step {self.global_step}: "
                    f"train loss {record['train_loss']:.4f}, "
                    f"test accuracy {100 * record['test_accuracy']:.2f}%")
