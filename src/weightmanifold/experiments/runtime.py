@@ -4,7 +4,7 @@ glibc's ``malloc`` gives large freed blocks back to the operating system: blocks
 above the mmap threshold are unmapped on ``free``, and the top of the heap is
 trimmed once more than the trim threshold is free. A training step allocates
 and frees the same large activation buffers every time, so each step pays page
-faults to map them again — measured here as 15–25 % of a step of the paper CNN
+faults to map them again — measured here as 10–20 % of a step of the paper CNN
 (``bench/README.md``). Keeping freed memory in the process removes that cost at
 the price of a resident size that stays at its peak. This is the in-process
 equivalent of setting ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_TOP_PAD_`` and

@@ -113,18 +113,11 @@ class _ManifoldConvNd(ManifoldOp):
                                            self.stride)
         ]
 
-    def to_plain(self, a: Tensor) -> nn.Module:
-        """An ``nn.ConvNd`` holding the kernel and bias at coefficients ``a`` (``[n]``)."""
-        w, bias = self.materialise(a)
-        out = _PLAIN[self._dims](self.in_channels, self.out_channels, self.kernel_size,
-                                 self.stride, self.padding, self.dilation, self.groups,
-                                 bias is not None, self.padding_mode, device=w.device,
-                                 dtype=w.dtype)
-        with torch.no_grad():
-            out.weight.copy_(w)
-            if bias is not None:
-                out.bias.copy_(bias)
-        return out
+    def _make_plain(self) -> nn.Module:
+        return _PLAIN[self._dims](self.in_channels, self.out_channels, self.kernel_size,
+                                  self.stride, self.padding, self.dilation, self.groups,
+                                  self.bias is not None, self.padding_mode,
+                                  device=self.weight.device, dtype=self.weight.dtype)
 
     @classmethod
     def from_plain(cls, module: nn.Module, manifold: Manifold) -> _ManifoldConvNd:

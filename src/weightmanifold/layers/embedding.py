@@ -71,15 +71,10 @@ class ManifoldEmbedding(ManifoldOp):
         y = torch.einsum("bmnd,bn->bmd", y, a).reshape(*shape, dim)
         return y.movedim(0, bd)
 
-    def to_plain(self, a: Tensor) -> nn.Embedding:
-        """An ``nn.Embedding`` holding the table at coefficients ``a`` (``[n]``)."""
-        w, _ = self.materialise(a)
-        out = nn.Embedding(self.num_embeddings, self.embedding_dim, self.padding_idx,
-                           scale_grad_by_freq=self.scale_grad_by_freq, device=w.device,
-                           dtype=w.dtype)
-        with torch.no_grad():
-            out.weight.copy_(w)
-        return out
+    def _make_plain(self) -> nn.Embedding:
+        return nn.Embedding(self.num_embeddings, self.embedding_dim, self.padding_idx,
+                            scale_grad_by_freq=self.scale_grad_by_freq,
+                            device=self.weight.device, dtype=self.weight.dtype)
 
     @classmethod
     def from_plain(cls, module: nn.Embedding, manifold: Manifold) -> ManifoldEmbedding:

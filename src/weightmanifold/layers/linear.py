@@ -79,16 +79,9 @@ class ManifoldLinear(ManifoldOp):
             y = y + (a @ self.bias)[:, None, :]
         return y.reshape(b, *mid, out).movedim(0, bd)
 
-    def to_plain(self, a: Tensor) -> nn.Linear:
-        """An ``nn.Linear`` holding the weights at coefficients ``a`` (``[n]``)."""
-        w, b = self.materialise(a)
-        out = nn.Linear(self.in_features, self.out_features, b is not None,
-                        device=w.device, dtype=w.dtype)
-        with torch.no_grad():
-            out.weight.copy_(w)
-            if b is not None:
-                out.bias.copy_(b)
-        return out
+    def _make_plain(self) -> nn.Linear:
+        return nn.Linear(self.in_features, self.out_features, self.bias is not None,
+                         device=self.weight.device, dtype=self.weight.dtype)
 
     @classmethod
     def from_plain(cls, module: nn.Linear, manifold: Manifold) -> ManifoldLinear:

@@ -23,7 +23,7 @@ chosen per call, all exactly equal to materialising :math:`W(s_i)` per example:
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .base import Conditioning, ManifoldModule
 
@@ -86,6 +86,21 @@ class ManifoldOp(ManifoldModule):
         if self.mix not in ("auto", "input", "output"):
             raise ValueError(f"mix must be 'auto', 'input' or 'output', got {self.mix!r}")
         return inputs_smaller if self.mix == "auto" else self.mix == "input"
+
+    def to_plain(self, a: Tensor) -> nn.Module:
+        """The ``torch.nn`` twin of this layer, its tensors at coefficients ``a`` (``[n]``)."""
+        w, b = self.materialise(a)
+        out = self._make_plain()
+        with torch.no_grad():
+            if w is not None:
+                out.weight.copy_(w)
+            if b is not None:
+                out.bias.copy_(b)
+        return out
+
+    def _make_plain(self) -> nn.Module:
+        """A fresh ``torch.nn`` module with this layer's configuration, device and dtype."""
+        raise NotImplementedError
 
     def _plain(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         raise NotImplementedError

@@ -85,21 +85,6 @@ class _AffineNorm(ManifoldOp):
             y = y + b.reshape(*b.shape, *trailing)
         return y
 
-    def to_plain(self, a: Tensor) -> nn.Module:
-        """The ``torch.nn`` layer with the affine parameters at coefficients ``a``."""
-        out = self._make_plain()
-        w, b = self.materialise(a)
-        with torch.no_grad():
-            if w is not None:
-                out.weight.copy_(w)
-            if b is not None:
-                out.bias.copy_(b)
-        return out
-
-    def _make_plain(self) -> nn.Module:
-        raise NotImplementedError
-
-
 class ManifoldLayerNorm(_AffineNorm):
     """``nn.LayerNorm`` with manifold ``weight``/``bias`` ``[n, *normalized_shape]``.
 
