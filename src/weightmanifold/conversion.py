@@ -166,7 +166,10 @@ def manifoldify(model: nn.Module, manifold: Manifold, *,
     parameters; running statistics shared) and ``MultiheadAttention`` — is
     replaced by its manifold counterpart; each learnable tensor ``W`` becomes
     :math:`W(s) = \\sum_k a_k(s) W_k`. Other parameters stay ordinary (the same
-    at every ``s``) and are listed in ``ManifoldModel.shared``.
+    at every ``s``) and are listed in ``ManifoldModel.shared``. A parameter tied
+    between two converted layers (e.g. an embedding and an output projection)
+    becomes two independent manifold tensors: convert with ``exclude=`` and tie
+    them again by hand if the tie matters.
 
     Initialisation (``init``):
 

@@ -4,7 +4,7 @@ Each preset is a list of *configurations* (one curve point of one method each),
 every configuration run once per seed. ``scale="paper"`` follows the paper
 (CIFAR-10, the paper CNN, 20 seeds; §3, Appendix D–E); ``scale="cpu"`` is a
 budget that finishes on a 2-core CPU: Fashion-MNIST (the Debian package), a
-10 000-image training subset, a 2 000-image test subset, 3 epochs, 3 seeds.
+10 000-image training subset, a 1 000-image test subset, 3 epochs, 3 seeds.
 
 ======================== =========== ================================================
 preset                   figure      what varies
@@ -29,7 +29,7 @@ __all__ = ["PRESETS", "SCALES", "Preset", "PresetRun", "get_preset"]
 SCALES = ("cpu", "paper")
 
 _SCALE_BASE: dict[str, dict[str, Any]] = {
-    "cpu": {"dataset": "fashion-mnist", "train_subset": 10000, "test_subset": 2000,
+    "cpu": {"dataset": "fashion-mnist", "train_subset": 10000, "test_subset": 1000,
             "epochs": 3, "batch_size": 128},
     "paper": {"dataset": "cifar10", "epochs": 50, "batch_size": 128},
 }
