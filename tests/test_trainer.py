@@ -264,3 +264,19 @@ def test_result_files_are_readable_by_others(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_summary_reports_parameters_and_counted_flops(tmp_path, data):
+    every = {"train_fraction": 1.0, "bins": 8}
+    plain = train(tiny(method="plain", max_steps=1, task_options=every), tmp_path / "p",
+                  data=data, **quiet())
+    ellipse = train(tiny(max_steps=1, task_options=every), tmp_path / "e", data=data,
+                    **quiet())
+    # three basis points: three times the parameters and the matmul/conv work
+    assert ellipse["parameters"] == 3 * plain["parameters"]
+    ratio = ellipse["train_flops_per_example"] / plain["train_flops_per_example"]
+    assert ratio == pytest.approx(3.0, rel=0.01)
+    # with two training angles a batch has fewer distinct conditions than basis points:
+    # the shared path materialises W(s) per angle and costs about one plain network
+    two = train(tiny(max_steps=1), tmp_path / "two", data=data, **quiet())
+    assert two["train_flops_per_example"] < 1.1 * plain["train_flops_per_example"]

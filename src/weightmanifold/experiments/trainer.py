@@ -34,6 +34,7 @@ all-reduce. Rank 0 evaluates and writes the files.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import statistics
@@ -123,6 +124,27 @@ def load_run_data(config: RunConfig) -> RunData:
     return RunData(train.float(), train.labels, test.float(), test.labels, train.classes)
 
 
+def training_flops_per_example(model: nn.Module, task: Task, data: RunData,
+                               batch: int = 8) -> float:
+    """Floating-point operations of one training step (forward + backward) per example.
+
+    Counted with :class:`torch.utils.flop_counter.FlopCounterMode` (matrix
+    products and convolutions, which dominate; element-wise work is not
+    counted) on a copy of ``model`` and a batch of training examples with their
+    own conditions, so the per-example path of a manifold network is what is
+    measured. The model, its gradients and the run's generators are untouched.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    clone = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(0)
+    x, s = task.train_batch(data.train_x[:batch], gen)
+    y = data.train_y[:batch]
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(clone(x, s), y).backward()
+    return counter.get_total_flops() / len(y)
+
+
 def _dist() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and torch.distributed.is_available():
@@ -200,6 +222,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.elapsed = 0.0
         self.status = "running"
+        self.flops = training_flops_per_example(self.model, self.task, self.data)
 
     # -- paths --------------------------------------------------------------------------------
     @property
@@ -438,6 +461,7 @@ class Trainer:
             "epochs_completed": self.epoch,
             "steps": self.global_step,
             "parameters": sum(p.numel() for p in self.model.parameters()),
+            "train_flops_per_example": self.flops,
             "wall_time_s": self.elapsed,
             "final": final,
             "config": self.config.to_dict(),
