@@ -52,6 +52,15 @@ def check_paths(original: nn.Module, manifold: wm.Manifold, x: torch.Tensor,
     if manifold.n > 2:  # shared path: fewer distinct conditions than basis points
         s = conditions(manifold, b, distinct=2)
         assert torch.allclose(model(x, s=s), per_example(model, original, x, s), atol=tol, rtol=0)
+    s = conditions(manifold, b)
+    for path in ("shared", "basis"):  # forced, with every condition distinct
+        for m in model.modules():
+            if isinstance(m, wm.layers.ManifoldOp):
+                m.path = path
+        assert torch.allclose(model(x, s=s), per_example(model, original, x, s), atol=tol, rtol=0)
+    for m in model.modules():
+        if isinstance(m, wm.layers.ManifoldOp):
+            m.path = "auto"
     s1 = conditions(manifold, 1)
     y1 = model(x, s=s1)  # a single condition for the whole batch
     assert torch.allclose(y1, per_example(model, original, x, s1.expand(b, *s1.shape[1:])),
@@ -521,6 +530,16 @@ def test_bad_conversion_arguments():
         wm.manifoldify(nn.Embedding(3, 2, max_norm=1.0), wm.Line())
     with pytest.raises(ValueError, match="sparse"):
         wm.manifoldify(nn.Embedding(3, 2, sparse=True), wm.Line())
+
+
+def test_bad_path_and_mix_names():
+    layer = wm.ManifoldLinear(wm.Ellipse(), 2, 2)
+    layer.path = "fast"
+    with pytest.raises(ValueError, match="path must be 'auto', 'shared' or 'basis'"):
+        layer(torch.randn(4, 2), torch.rand(4))
+    layer.path, layer.mix = "basis", "sideways"
+    with pytest.raises(ValueError, match="mix must be 'auto', 'input' or 'output'"):
+        layer(torch.randn(4, 2), torch.rand(4))
 
 
 def test_at_needs_one_condition():

@@ -41,9 +41,12 @@ class ManifoldOp(ManifoldModule):
     Attributes:
         mix: for the basis path of dense and conv layers, ``"auto"`` (the
             smaller intermediate), ``"input"`` or ``"output"`` mixing.
+        path: ``"auto"`` (see :meth:`use_shared`), or force ``"shared"`` or
+            ``"basis"`` for batches with more than one distinct condition.
     """
 
     mix: str = "auto"
+    path: str = "auto"
 
     def materialise(self, a: Tensor) -> tuple[Tensor, Tensor | None]:
         """Weight and bias at one point with coefficients ``a`` (``[n]``)."""
@@ -68,9 +71,20 @@ class ManifoldOp(ManifoldModule):
         self._check_batch(x, cond, bd)
         if cond.num_unique == 1:
             return self._plain(x, *self.materialise(cond.unique[0]))
-        if cond.num_unique < self.manifold.n:
+        if self.use_shared(cond):
             return self._shared_forward(x, cond, bd)
         return self._basis_forward(x, cond.coefficients.to(self.weight.dtype), bd)
+
+    def use_shared(self, cond: Conditioning) -> bool:
+        """Whether a batch runs per distinct condition (shared) rather than on the basis.
+
+        ``"auto"``: when the batch holds fewer distinct conditions than basis points.
+        """
+        if self.path not in ("auto", "shared", "basis"):
+            raise ValueError(f"path must be 'auto', 'shared' or 'basis', got {self.path!r}")
+        if self.path != "auto":
+            return self.path == "shared"
+        return cond.num_unique < self.manifold.n
 
     def _shared_forward(self, x: Tensor, cond: Conditioning, bd: int) -> Tensor:
         order = torch.argsort(cond.index, stable=True)
