@@ -571,3 +571,27 @@ def test_point_manifold_is_plain_training():
     x = torch.randn(5, 3)
     assert torch.equal(model(x), net(x))
     copy.deepcopy(model)(x).sum().backward()
+
+
+def test_piecewise_constant_experts_cost_one_network_per_example():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    experts = wm.BSpline(3, degree=0, periodic=True)  # three networks, one per third of s
+    net = nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(36, 3))
+    check_paths(net, experts, torch.randn(9, 2, 5, 5))
+    model = wm.manifoldify(net, experts, init="independent")
+    x, s = torch.randn(96, 2, 5, 5), torch.rand(96)
+    s[:3] = torch.tensor([0.1, 0.5, 0.9])  # every expert present: 3 points, 96 distinct s
+    with FlopCounterMode(display=False) as fm:
+        model(x, s=s).sum().backward()
+    with FlopCounterMode(display=False) as fp:
+        net(x).sum().backward()
+    # one network's arithmetic per example, plus materialising 3 small weight sets
+    assert fm.get_total_flops() <= 1.05 * fp.get_total_flops()
+    y = model(x, s=s)
+    for i in range(12):  # each example is computed by its bin's network
+        k = int(s[i] * 3)
+        assert torch.allclose(y[i], torch.func.functional_call(
+            net, {"0.weight": model.module[0].weight[k], "0.bias": model.module[0].bias[k],
+                  "3.weight": model.module[3].weight[k], "3.bias": model.module[3].bias[k]},
+            (x[i : i + 1],))[0], atol=1e-12)

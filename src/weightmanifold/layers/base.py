@@ -58,6 +58,10 @@ class Conditioning:
     def from_s(cls, manifold: Manifold, s: object) -> Conditioning:
         """Validate ``s`` for ``manifold`` and evaluate its basis once per distinct value.
 
+        Conditions whose coefficients coincide (two ``s`` in the same bin of a
+        degree-0 spline, say) are one point of the manifold: ``unique`` holds the
+        distinct coefficient rows.
+
         Raises:
             TypeError, ValueError: as :meth:`Manifold.coefficients`.
         """
@@ -67,6 +71,12 @@ class Conditioning:
             return cls(coeffs, coeffs[:1], torch.zeros(len(s2), dtype=torch.long, device=s2.device))
         uniq, index = torch.unique(s2.detach(), dim=0, return_inverse=True)
         unique_coeffs = manifold._basis(uniq)
+        if len(uniq) > 1:  # distinct s, same point of the manifold
+            rows, remap = torch.unique(unique_coeffs.detach(), dim=0, return_inverse=True)
+            if len(rows) < len(uniq):
+                first = torch.zeros(len(rows), dtype=torch.long, device=remap.device)
+                first.scatter_(0, remap, torch.arange(len(remap), device=remap.device))
+                unique_coeffs, index = unique_coeffs[first], remap[index]
         return cls(unique_coeffs[index], unique_coeffs, index)
 
     def to(self, dtype: torch.dtype) -> Conditioning:

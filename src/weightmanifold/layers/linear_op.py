@@ -10,7 +10,7 @@ chosen per call, all exactly equal to materialising :math:`W(s_i)` per example:
 * **single** — one distinct condition in the batch: materialise :math:`W(s)`
   once and run the plain op (at inference with one ``s`` this costs exactly a
   plain network);
-* **shared** — fewer distinct conditions ``U`` than basis points ``n``:
+* **shared** — at most as many distinct points ``U`` as basis points ``n``:
   materialise ``U`` weights and run the plain op on each group of examples;
 * **basis** — otherwise: one op on the stacked basis, either with ``n×`` the
   output channels whose outputs are mixed per example with :math:`a_k(s_i)`, or
@@ -78,13 +78,18 @@ class ManifoldOp(ManifoldModule):
     def use_shared(self, cond: Conditioning) -> bool:
         """Whether a batch runs per distinct condition (shared) rather than on the basis.
 
-        ``"auto"``: when the batch holds fewer distinct conditions than basis points.
+        ``"auto"``: when the batch holds at most as many distinct points of the
+        manifold as basis points. The shared path does the arithmetic of one
+        plain network per example (plus one weight materialisation per point);
+        the basis path ``n`` times that. At ``U = n`` the shared path was the
+        faster of the two on the paper CNN; piecewise-constant "experts"
+        (``BSpline(n, degree=0)``) always take it, at the cost of one network.
         """
         if self.path not in ("auto", "shared", "basis"):
             raise ValueError(f"path must be 'auto', 'shared' or 'basis', got {self.path!r}")
         if self.path != "auto":
             return self.path == "shared"
-        return cond.num_unique < self.manifold.n
+        return cond.num_unique <= self.manifold.n
 
     def _shared_forward(self, x: Tensor, cond: Conditioning, bd: int) -> Tensor:
         order = torch.argsort(cond.index, stable=True)
