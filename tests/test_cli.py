@@ -140,7 +140,20 @@ def test_sweep_runs_aggregates_and_plots(tmp_path):
     assert {r["label"] for r in rows} == {"ellipse", "concat"}
     assert len(rows) == 2 * 3  # two methods at three training fractions
     assert all(r["n"] == 2 and r["test_accuracy_std"] is not None for r in rows)
-    for name in ("results.csv", "results.json", "sweep.png", "sweep.csv", "by_condition.png"):
+    for name in ("results.csv", "results.json", "sweep.png", "sweep.csv", "by_condition.png",
+                 "differences.csv"):
         assert (tmp_path / name).exists(), name
+    assert all(r["parameters"] > 0 and r["train_flops_per_example"] > 0 for r in rows)
+    diffs = list(csv.DictReader(open(tmp_path / "differences.csv")))
+    assert [d["label"] for d in diffs] == ["concat"] * 3
+    first = diffs[0]
+    ref = [json.loads((tmp_path / "ellipse-f0.1" / f"seed_{k}" / "summary.json").read_text())
+           for k in (0, 1)]
+    other = [json.loads((tmp_path / "concat-f0.1" / f"seed_{k}" / "summary.json").read_text())
+             for k in (0, 1)]
+    expected = sum(r["final"]["unseen_accuracy"] - o["final"]["unseen_accuracy"]
+                   for r, o in zip(ref, other)) / 2
+    assert float(first["difference"]) == pytest.approx(expected)
+    assert first["metric"] == "unseen_accuracy" and float(first["ci_low"]) <= expected
     with pytest.raises(ValueError, match="unknown label"):
         run_sweep(preset, tmp_path, labels=["nope"], overrides=TINY_OVERRIDES)

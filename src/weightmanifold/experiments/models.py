@@ -49,6 +49,8 @@ __all__ = [
     "Classifier",
     "ConditionedCNN",
     "build_model",
+    "count_parameters",
+    "match_width",
     "paper_cnn",
     "resnet18_ln",
 ]
@@ -283,3 +285,67 @@ def build_model(arch: str = "cnn", method: str = "plain", manifold: wm.Manifold 
         assert manifold is not None
         net = wm.manifoldify(net, manifold, init=init)
     return Classifier(net, method, manifold, features)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of learnable scalars (tied tensors counted once)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def match_width(target: int, *, arch: str = "cnn", method: str = "plain",
+                manifold: wm.Manifold | None = None, features: str = "raw",
+                in_channels: int = 3, image_size: int = 32, classes: int = 10,
+                tolerance: float = 0.05) -> tuple[list[int], int]:
+    """CNN widths and dense width that give ``method`` about ``target`` parameters.
+
+    The paper CNN's channel widths (32, 64, 128) and dense width (512) are all
+    scaled by one factor, found by bisection, so that the baseline's parameter
+    count is within ``tolerance`` of ``target`` — for comparing a manifold
+    network with a baseline of equal capacity.
+
+    Returns:
+        ``(widths, hidden)`` for :func:`build_model`.
+
+    Raises:
+        ValueError: if no width reaches the tolerance (or for a non-CNN ``arch``).
+
+    Examples:
+        >>> import weightmanifold as wm
+        >>> target = count_parameters(build_model("cnn", "manifold", wm.Ellipse(),
+        ...                                       in_channels=1, image_size=28))
+        >>> widths, hidden = match_width(target, in_channels=1, image_size=28)
+        >>> n = count_parameters(build_model("cnn", "plain", widths=widths, hidden=hidden,
+        ...                                  in_channels=1, image_size=28))
+        >>> abs(n / target - 1) <= 0.05
+        True
+    """
+    if arch != "cnn":
+        raise ValueError("width matching is implemented for the paper CNN ('cnn') only")
+
+    def build(scale: float) -> tuple[list[int], int, int]:
+        widths = [max(1, round(w * scale)) for w in PAPER_WIDTHS]
+        hidden = max(1, round(PAPER_HIDDEN * scale))
+        net = build_model(arch, method, manifold, features=features, in_channels=in_channels,
+                          image_size=image_size, classes=classes, widths=widths, hidden=hidden)
+        return widths, hidden, count_parameters(net)
+
+    lo, hi = 0.05, 1.0
+    while build(hi)[2] < target:
+        hi *= 2
+        if hi > 64:
+            raise ValueError(f"no width reaches {target} parameters")
+    best = None
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        widths, hidden, n = build(mid)
+        if best is None or abs(n - target) < abs(best[2] - target):
+            best = (widths, hidden, n)
+        if n < target:
+            lo = mid
+        else:
+            hi = mid
+    assert best is not None
+    if abs(best[2] / target - 1) > tolerance:
+        raise ValueError(f"closest width gives {best[2]} parameters, not within "
+                         f"{100 * tolerance:.0f} % of {target}")
+    return best[0], best[1]

@@ -9,7 +9,8 @@ budget that finishes on a 2-core CPU: Fashion-MNIST (the Debian package), a
 ======================== =========== ================================================
 preset                   figure      what varies
 ======================== =========== ================================================
-rotation-sparsity        Fig. 2b     fraction of training angles × method
+rotation-sparsity        Fig. 2b     fraction of training angles × method (including
+                                     width-matched baselines, experts, no metric)
 noise                    Fig. 3      method (accuracy vs noise level from each run)
 optimizers               Fig. 4a     optimiser of the ellipse network
 unconditioned            Fig. 4b–c   ellipse with random s vs point network, CNN/ResNet
@@ -45,6 +46,42 @@ BASELINES: dict[str, dict[str, Any]] = {
 }
 
 
+_SCALE_SHAPE = {"cpu": (1, 28), "paper": (3, 32)}  # (channels, size) of the scale's data
+
+
+def matched_baselines(scale: str, manifold: str, options: dict[str, Any] | None = None
+                      ) -> dict[str, dict[str, Any]]:
+    """Capacity-matched comparisons for a manifold network on ``manifold``.
+
+    * ``plain-wide``, ``concat-wide``, ``embed-wide``: the baselines widened (all
+      CNN widths scaled by one factor) to within ±5 % of the manifold network's
+      parameter count;
+    * ``experts``: ``n`` independent networks, each owning one bin of ``s`` — a
+      degree-0 B-spline with the manifold's ``n``: the same parameter count, the
+      per-example cost of one network;
+    * ``no-metric``: the same manifold trained with plain gradients.
+    """
+    import weightmanifold as wm
+
+    from .models import build_model, count_parameters, match_width
+
+    topology = wm.topology.make_manifold(manifold, **(options or {}))
+    channels, size = _SCALE_SHAPE[scale]
+    target = count_parameters(build_model("cnn", "manifold", topology, in_channels=channels,
+                                          image_size=size))
+    out: dict[str, dict[str, Any]] = {}
+    for label, method in (("plain-wide", "plain"), ("concat-wide", "concat"),
+                          ("embed-wide", "embed")):
+        widths, hidden = match_width(target, method=method, manifold=topology,
+                                     in_channels=channels, image_size=size)
+        out[label] = {"method": method, "features": "raw", "widths": widths, "hidden": hidden}
+    out["experts"] = {"method": "manifold", "manifold": "bspline",
+                      "manifold_options": {"n": topology.n, "degree": 0,
+                                           "periodic": bool(topology.periodic[0])}}
+    out["no-metric"] = {"method": "manifold", "precondition": False}
+    return out
+
+
 @dataclass(frozen=True)
 class PresetRun:
     """One configuration of a preset: a method at one point of the swept variable."""
@@ -65,6 +102,7 @@ class Preset:
         x_name: the swept variable drawn on the figure's x axis (``None``: the
             runs' evaluation conditions are the x axis).
         metric: the summary metric compared across configurations.
+        reference: the label every other method is compared with (paired by seed).
     """
 
     name: str
@@ -73,6 +111,7 @@ class Preset:
     x_name: str | None
     metric: str
     build: Any = field(repr=False)
+    reference: str = "ellipse"
 
     def runs(self, scale: str = "cpu") -> list[PresetRun]:
         """The configurations at ``scale`` ("cpu" or "paper").
@@ -93,14 +132,14 @@ class Preset:
 
 def _rotation_sparsity(scale: str) -> list[tuple[str, str, Any, dict[str, Any]]]:
     fractions = [0.1, 0.25, 1.0] if scale == "cpu" else [0.05, 0.1, 0.25, 0.5, 0.75, 1.0]
-    methods = {"ellipse": {"method": "manifold", "manifold": "ellipse"}, **BASELINES}
+    methods = {"ellipse": {"method": "manifold", "manifold": "ellipse"}, **BASELINES,
+               **matched_baselines(scale, "ellipse")}
     out = []
     for f in fractions:
         for label, keys in methods.items():
             out.append((f"{label}-f{f}", label, f,
-                        {**keys, "task": "rotation",
-                         "task_options": {"train_fraction": f, "mode": "subset", "bins": 36},
-                         "manifold": "ellipse"}))
+                        {"manifold": "ellipse", **keys, "task": "rotation",
+                         "task_options": {"train_fraction": f, "mode": "subset", "bins": 36}}))
     return out
 
 
@@ -108,8 +147,9 @@ def _noise(scale: str) -> list[tuple[str, str, Any, dict[str, Any]]]:
     l2 = 1e-4
     task = {"task": "noise", "task_options": {"max_noise": 0.8, "eval_levels": 9},
             "manifold": "line", "l2": l2}
-    methods = {"line": {"method": "manifold"}, **{k: v for k, v in BASELINES.items()
-                                                   if k != "concat-basis"}}
+    methods = {"line": {"method": "manifold"},
+               **{k: v for k, v in BASELINES.items() if k != "concat-basis"},
+               **matched_baselines(scale, "line")}
     return [(label, label, None, {**task, **keys}) for label, keys in methods.items()]
 
 
@@ -146,14 +186,16 @@ PRESETS: dict[str, Preset] = {
                "angles: ellipse manifold vs plain, concat, embed, FiLM, concat-of-a(s)",
                "Fig. 2b", "train_fraction", "test_accuracy", _rotation_sparsity),
         Preset("noise", "accuracy vs noise level: line manifold with the s-weighted L2 "
-               "penalty (Eq. 14) vs baselines", "Fig. 3", None, "test_accuracy", _noise),
+               "penalty (Eq. 14) vs baselines", "Fig. 3", None, "test_accuracy", _noise,
+               reference="line"),
         Preset("optimizers", "ellipse manifold on rotated images with SGD, Adam, AdamW",
-               "Fig. 4a", "optimizer", "test_accuracy", _optimizers),
+               "Fig. 4a", "optimizer", "test_accuracy", _optimizers, reference="sgd"),
         Preset("unconditioned", "ellipse with a random s per example vs a point network, "
                "paper CNN and ResNet-18-LN", "Fig. 4b-c", "arch", "test_accuracy",
                _unconditioned),
         Preset("preconditioning-ablation", "ellipse manifold with vs without the metric "
-               "preconditioning", "-", "precondition", "test_accuracy", _ablation),
+               "preconditioning", "-", "precondition", "test_accuracy", _ablation,
+               reference="metric"),
     )
 }
 

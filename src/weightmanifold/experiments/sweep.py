@@ -4,7 +4,10 @@ A sweep directory ``runs/<preset>/`` holds one directory per configuration
 (``<config>/seed_<k>/`` plus that configuration's ``aggregate.json``), and::
 
     results.csv / results.json      one row per configuration: label, x, mean ± std
-                                    of every final metric over the seeds
+                                    of every final metric over the seeds, parameters,
+                                    counted training FLOPs per example, wall time
+    differences.csv                 the preset's reference method minus each other
+                                    method, paired by seed, with a 95 % t interval
     sweep.png / sweep.csv           the metric vs the swept variable (Fig. 2b style)
     by_condition.png / .csv         accuracy per condition bin of each method
 
@@ -13,6 +16,7 @@ Every run is resumable, so an interrupted sweep continues where it stopped.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,23 +25,119 @@ from .checkpoint import atomic_write_csv, atomic_write_json
 from .presets import Preset, PresetRun
 from .trainer import RunData, load_run_data, run_seeds
 
-__all__ = ["METRICS", "run_sweep", "sweep_rows"]
+__all__ = ["METRICS", "paired_difference", "paired_differences", "run_sweep", "sweep_rows",
+           "t_quantile_975"]
 
 METRICS = ("test_accuracy", "seen_accuracy", "unseen_accuracy", "test_loss", "train_loss")
 
+# two-sided 95 % quantiles of Student's t, by degrees of freedom
+_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+         2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
 
-def sweep_rows(runs: Sequence[PresetRun], aggregates: Sequence[dict[str, Any]]) -> list[dict]:
-    """One table row per configuration from its seed aggregate."""
+
+def t_quantile_975(df: int) -> float:
+    """The 97.5 % quantile of Student's t with ``df`` degrees of freedom (3 decimals).
+
+    Raises:
+        ValueError: for ``df < 1``.
+    """
+    if df < 1:
+        raise ValueError(f"a t quantile needs at least 1 degree of freedom, got {df}")
+    if df <= len(_T975):
+        return _T975[df - 1]
+    return 1.960 + 2.4 / df  # within 0.003 of the exact value for df > 30
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, float | int | None]:
+    """Mean of ``a_i - b_i`` over paired seeds, with a 95 % t confidence interval.
+
+    .. math:: \\bar d \\pm t_{0.975,\\, n-1}\\, s_d / \\sqrt n
+
+    Returns:
+        ``{"mean", "ci_low", "ci_high", "n"}``; the interval is ``None`` for one pair.
+
+    Raises:
+        ValueError: for sequences of different lengths or no pairs.
+    """
+    if len(a) != len(b) or not a:
+        raise ValueError(f"paired difference needs equally many values, got {len(a)} and "
+                         f"{len(b)}")
+    d = [x - y for x, y in zip(a, b, strict=True)]
+    n = len(d)
+    mean = sum(d) / n
+    if n == 1:
+        return {"mean": mean, "ci_low": None, "ci_high": None, "n": 1}
+    sd = (sum((x - mean) ** 2 for x in d) / (n - 1)) ** 0.5
+    half = t_quantile_975(n - 1) * sd / n ** 0.5
+    return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n}
+
+
+def _summaries(root: Path, seeds: Sequence[int]) -> list[dict[str, Any]]:
+    out = []
+    for seed in seeds:
+        with open(root / f"seed_{seed}" / "summary.json") as f:
+            out.append(json.load(f))
+    return out
+
+
+def sweep_rows(runs: Sequence[PresetRun], aggregates: Sequence[dict[str, Any]],
+               root: Path | None = None) -> list[dict]:
+    """One table row per configuration from its seed aggregate.
+
+    With the sweep's ``root``, rows also carry the parameter count, the counted
+    training FLOPs per example and the mean wall time of the runs.
+    """
     rows = []
     for run, agg in zip(runs, aggregates, strict=True):
-        row: dict[str, Any] = {"label": run.label, "x": run.x,
-                               "name": run.config.name.split("/")[-1],
+        name = run.config.name.split("/")[-1]
+        row: dict[str, Any] = {"label": run.label, "x": run.x, "name": name,
                                "n": len(agg["seeds"])}
         for key in METRICS:
             m = agg["metrics"].get(key)
             row[f"{key}_mean"] = None if m is None else m["mean"]
             row[f"{key}_std"] = None if m is None else m["std"]
+        if root is not None:
+            summaries = _summaries(root / name, agg["seeds"])
+            row["parameters"] = summaries[0]["parameters"]
+            row["train_flops_per_example"] = summaries[0].get("train_flops_per_example")
+            row["wall_time_s"] = sum(x["wall_time_s"] for x in summaries) / len(summaries)
         rows.append(row)
+    return rows
+
+
+def paired_differences(runs: Sequence[PresetRun], root: Path, seeds: Sequence[int],
+                       reference: str) -> list[dict[str, Any]]:
+    """Reference method minus each other method, paired by seed, at every x.
+
+    Seeds pair runs that saw the same data order and training conditions. The
+    metric is the unseen-condition accuracy where the task has unseen
+    conditions, else the test accuracy.
+    """
+    by_x: dict[Any, dict[str, PresetRun]] = {}
+    for run in runs:
+        by_x.setdefault(run.x, {})[run.label] = run
+    rows = []
+    for x, labels in by_x.items():
+        if reference not in labels:
+            continue
+        ref_name = labels[reference].config.name.split("/")[-1]
+        ref = _summaries(root / ref_name, seeds)
+        metric = "unseen_accuracy" if ref[0]["final"].get("unseen_accuracy") is not None \
+            else "test_accuracy"
+        for label, run in labels.items():
+            if label == reference:
+                continue
+            other = _summaries(root / run.config.name.split("/")[-1], seeds)
+            diff = paired_difference([r["final"][metric] for r in ref],
+                                     [o["final"][metric] for o in other])
+            rows.append({"x": x, "reference": reference, "label": label, "metric": metric,
+                         "difference": diff["mean"], "ci_low": diff["ci_low"],
+                         "ci_high": diff["ci_high"], "n": diff["n"],
+                         "reference_parameters": ref[0]["parameters"],
+                         "parameters": other[0]["parameters"],
+                         "reference_flops": ref[0].get("train_flops_per_example"),
+                         "flops": other[0].get("train_flops_per_example")})
     return rows
 
 
@@ -89,10 +189,14 @@ def run_sweep(preset: Preset, root: str | Path, *, scale: str = "cpu",
         log(f"[{i + 1}/{len(runs)}] {c.name} ({run.label}, x={run.x}), seeds {seeds}")
         aggregates.append(run_seeds(c, seeds, root / c.name.split("/")[-1], data=cache[key],
                                     progress=progress, log=log))
-    rows = sweep_rows(runs, aggregates)
+    rows = sweep_rows(runs, aggregates, root)
+    diffs = paired_differences(runs, root, seeds, preset.reference) if len(seeds) > 1 else []
     atomic_write_csv(root / "results.csv", rows)
+    if diffs:
+        atomic_write_csv(root / "differences.csv", diffs)
     atomic_write_json(root / "results.json", {"preset": preset.name, "scale": scale,
-                                              "seeds": seeds, "rows": rows})
+                                              "seeds": seeds, "rows": rows,
+                                              "differences": diffs})
     if figures:
         _figures(preset, runs, aggregates, rows, root)
     return rows

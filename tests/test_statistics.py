@@ -1,0 +1,63 @@
+"""Fair comparisons: t intervals, paired differences, width matching, the matched baselines."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from scipy import stats
+
+import weightmanifold as wm
+from weightmanifold.experiments.models import build_model, count_parameters, match_width
+from weightmanifold.experiments.presets import get_preset, matched_baselines
+from weightmanifold.experiments.sweep import paired_difference, t_quantile_975
+
+
+@pytest.mark.parametrize("df", [1, 2, 3, 5, 10, 19, 29, 30, 31, 50, 200])
+def test_t_quantile_matches_scipy(df):
+    assert t_quantile_975(df) == pytest.approx(stats.t.ppf(0.975, df), abs=3e-3)
+
+
+def test_paired_difference_matches_scipy_interval():
+    a = [0.61, 0.58, 0.66, 0.63]
+    b = [0.55, 0.57, 0.60, 0.52]
+    got = paired_difference(a, b)
+    d = [x - y for x, y in zip(a, b)]
+    lo, hi = stats.t.interval(0.95, len(d) - 1, loc=sum(d) / len(d), scale=stats.sem(d))
+    assert got["mean"] == pytest.approx(sum(d) / 4)
+    assert got["ci_low"] == pytest.approx(lo, abs=1e-4)
+    assert got["ci_high"] == pytest.approx(hi, abs=1e-4)
+    assert paired_difference([0.5], [0.4])["ci_low"] is None
+    with pytest.raises(ValueError, match="equally many"):
+        paired_difference([0.5, 0.6], [0.4])
+    with pytest.raises(ValueError, match="degree of freedom"):
+        t_quantile_975(0)
+
+
+@pytest.mark.parametrize("method", ["plain", "concat", "embed", "film"])
+def test_width_matched_baselines_within_five_percent(method):
+    target = count_parameters(build_model("cnn", "manifold", wm.Ellipse(), in_channels=1,
+                                          image_size=28))
+    widths, hidden = match_width(target, method=method, manifold=wm.Ellipse(), in_channels=1,
+                                 image_size=28)
+    n = count_parameters(build_model("cnn", method, wm.Ellipse(), in_channels=1, image_size=28,
+                                     widths=widths, hidden=hidden))
+    assert abs(n / target - 1) <= 0.05
+    with pytest.raises(ValueError, match="only"):
+        match_width(target, arch="resnet18ln")
+
+
+def test_matched_baselines_of_the_presets():
+    extra = matched_baselines("cpu", "ellipse")
+    assert set(extra) == {"plain-wide", "concat-wide", "embed-wide", "experts", "no-metric"}
+    assert extra["experts"]["manifold_options"] == {"n": 3, "degree": 0, "periodic": True}
+    assert extra["no-metric"]["precondition"] is False
+    labels = {r.label for r in get_preset("rotation-sparsity").runs("cpu")}
+    assert {"plain-wide", "experts", "no-metric", "ellipse", "concat-basis"} <= labels
+    noise = {r.label: r.config for r in get_preset("noise").runs("cpu")}
+    assert noise["experts"].manifold_options == {"n": 2, "degree": 0, "periodic": False}
+    assert noise["line"].l2 > 0 and noise["plain-wide"].l2 == noise["line"].l2
+    assert math.isclose(count_parameters(build_model(
+        "cnn", "plain", in_channels=1, image_size=28, widths=noise["plain-wide"].widths,
+        hidden=noise["plain-wide"].hidden)) / count_parameters(build_model(
+            "cnn", "manifold", wm.Line(), in_channels=1, image_size=28)), 1, abs_tol=0.05)
