@@ -157,3 +157,8 @@ def test_sweep_runs_aggregates_and_plots(tmp_path):
     assert first["metric"] == "unseen_accuracy" and float(first["ci_low"]) <= expected
     with pytest.raises(ValueError, match="unknown label"):
         run_sweep(preset, tmp_path, labels=["nope"], overrides=TINY_OVERRIDES)
+    with pytest.raises(ValueError, match=r"unknown value\(s\) \['0.3'\] of train_fraction"):
+        run_sweep(preset, tmp_path, xs=["0.3"], overrides=TINY_OVERRIDES)
+    one = run_sweep(preset, tmp_path, seeds=[0, 1], labels=["ellipse", "concat"], xs=["0.1"],
+                    overrides=TINY_OVERRIDES, log=lambda m: None, progress=False)
+    assert [r["x"] for r in one] == [0.1, 0.1]

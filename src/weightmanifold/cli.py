@@ -122,7 +122,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     _tune_malloc(args)
     root = Path(args.runs_dir) / preset.name
     rows = run_sweep(preset, root, scale=args.scale, seeds=args.seeds, labels=args.only,
-                     data_dir=args.data_dir, overrides=overrides, progress=args.progress)
+                     xs=args.x, data_dir=args.data_dir, overrides=overrides,
+                     progress=args.progress)
     _print_table(rows)
     print(f"results in {root / 'results.csv'}")
     return 0
@@ -224,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override the preset's seeds, e.g. 0..4")
     p.add_argument("--only", nargs="+", default=None, metavar="LABEL",
                    help="run only these methods (labels), e.g. ellipse concat")
+    p.add_argument("--x", nargs="+", default=None, metavar="VALUE",
+                   help="run only these values of the swept variable, e.g. --x 0.1 0.25")
     p.add_argument("--epochs", type=int, default=None, help="override the epochs")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--data-dir", type=str, default=None,

@@ -143,7 +143,8 @@ def paired_differences(runs: Sequence[PresetRun], root: Path, seeds: Sequence[in
 
 def run_sweep(preset: Preset, root: str | Path, *, scale: str = "cpu",
               seeds: Sequence[int] | None = None, labels: Sequence[str] | None = None,
-              data_dir: str | None = None, overrides: dict[str, Any] | None = None,
+              xs: Sequence[str] | None = None, data_dir: str | None = None,
+              overrides: dict[str, Any] | None = None,
               progress: bool | None = None, log: Callable[[str], None] = print,
               figures: bool = True) -> list[dict[str, Any]]:
     """Run every configuration of ``preset`` for every seed, then tabulate and plot.
@@ -154,6 +155,8 @@ def run_sweep(preset: Preset, root: str | Path, *, scale: str = "cpu",
         scale: ``"cpu"`` or ``"paper"``.
         seeds: seeds to run (default: the preset's for the scale).
         labels: run only the configurations with these labels (methods).
+        xs: run only the configurations at these values of the swept variable
+            (compared as text: ``"0.1"``, ``"adam"``).
         data_dir: where the data set lives (default: its standard location).
         overrides: run-configuration keys applied to every configuration
             (e.g. ``{"epochs": 1}`` for a quick look).
@@ -164,7 +167,7 @@ def run_sweep(preset: Preset, root: str | Path, *, scale: str = "cpu",
         The rows of ``results.csv``.
 
     Raises:
-        ValueError: for labels that match no configuration.
+        ValueError: for labels or values that match no configuration.
     """
     root = Path(root)
     runs = preset.runs(scale)
@@ -174,6 +177,13 @@ def run_sweep(preset: Preset, root: str | Path, *, scale: str = "cpu",
             raise ValueError(f"unknown label(s) {unknown} for preset {preset.name!r}; valid: "
                              f"{', '.join(sorted({r.label for r in runs}))}")
         runs = [r for r in runs if r.label in labels]
+    if xs:
+        valid = sorted({str(r.x) for r in runs})
+        unknown = sorted(set(xs) - set(valid))
+        if unknown:
+            raise ValueError(f"unknown value(s) {unknown} of {preset.x_name} for preset "
+                             f"{preset.name!r}; valid: {', '.join(valid)}")
+        runs = [r for r in runs if str(r.x) in xs]
     changes = dict(overrides or {})
     if data_dir is not None:
         changes["data_dir"] = data_dir
