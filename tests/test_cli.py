@@ -93,7 +93,7 @@ def test_train_writes_resolved_config_and_resumes(tmp_path):
     assert saved["widths"] == [4, 8, 8] and saved["task_options"]["bins"] == 8
     assert saved == RunConfig.from_dict(saved).to_dict()  # full, resolved config
     again = run_cli("train", "--runs-dir", str(tmp_path), "--name", "a", *TINY)
-    assert again.returncode == 0 and "resuming" in again.stdout
+    assert again.returncode == 0 and "is complete" in again.stdout  # not retrained
     other = run_cli("train", "--runs-dir", str(tmp_path), "--name", "a", *TINY, "--seed", "4")
     assert other.returncode == 2 and "another configuration" in other.stderr
 

@@ -327,7 +327,9 @@ class Trainer:
         c = self.config
         self.out.mkdir(parents=True, exist_ok=True)
         resumed = self.resume()
-        if resumed:
+        if resumed and self._done():
+            self.log(f"{self.out} is complete ({self.global_step} steps): not retrained")
+        elif resumed:
             self.log(f"resuming {self.out} at epoch {self.epoch + 1}, step {self.global_step}")
         if self.rank == 0:
             atomic_write_json(self.out / "config.json", c.to_dict())
