@@ -125,14 +125,15 @@ def load_run_data(config: RunConfig) -> RunData:
 
 
 def training_flops_per_example(model: nn.Module, task: Task, data: RunData,
-                               batch: int = 8) -> float:
+                               batch: int = 128) -> float:
     """Floating-point operations of one training step (forward + backward) per example.
 
     Counted with :class:`torch.utils.flop_counter.FlopCounterMode` (matrix
     products and convolutions, which dominate; element-wise work is not
-    counted) on a copy of ``model`` and a batch of training examples with their
-    own conditions, so the per-example path of a manifold network is what is
-    measured. The model, its gradients and the run's generators are untouched.
+    counted) on a copy of ``model`` and a batch of training examples of the
+    run's batch size with their own conditions, so the path a training batch
+    takes (basis, shared or single) is what is measured. The model, its gradients
+    and the run's generators are untouched.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -222,7 +223,8 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.elapsed = 0.0
         self.status = "running"
-        self.flops = training_flops_per_example(self.model, self.task, self.data)
+        self.flops = training_flops_per_example(self.model, self.task, self.data,
+                                                min(config.batch_size, len(self.data.train_x)))
 
     # -- paths --------------------------------------------------------------------------------
     @property
