@@ -162,3 +162,26 @@ def test_sweep_runs_aggregates_and_plots(tmp_path):
     one = run_sweep(preset, tmp_path, seeds=[0, 1], labels=["ellipse", "concat"], xs=["0.1"],
                     overrides=TINY_OVERRIDES, log=lambda m: None, progress=False)
     assert [r["x"] for r in one] == [0.1, 0.1]
+
+
+def test_sweep_whose_variable_is_the_method_pairs_across_values(tmp_path):
+    # In the ablation preset each x ("with"/"without") holds one method; the
+    # reference is then compared with the runs at the other values.
+    preset = get_preset("preconditioning-ablation")
+    run_sweep(preset, tmp_path, seeds=[0, 1], overrides=TINY_OVERRIDES, log=lambda m: None,
+              progress=False, figures=False)
+    diffs = list(csv.DictReader(open(tmp_path / "differences.csv")))
+    assert [(d["reference"], d["label"], d["x"]) for d in diffs] == [
+        ("metric", "no-metric", "without")]
+    summaries = {name: [json.loads((tmp_path / name / f"seed_{k}" / "summary.json").read_text())
+                        for k in (0, 1)] for name in ("metric", "no-metric")}
+    metric = diffs[0]["metric"]
+    expected = sum(r["final"][metric] - o["final"][metric]
+                   for r, o in zip(summaries["metric"], summaries["no-metric"])) / 2
+    assert float(diffs[0]["difference"]) == pytest.approx(expected)
+
+
+def test_optimizers_preset_gives_adamw_weight_decay():
+    configs = {r.label: r.config for r in get_preset("optimizers").runs("cpu")}
+    assert configs["adamw"].weight_decay > 0
+    assert configs["adam"].weight_decay == 0 and configs["sgd"].weight_decay == 0

@@ -279,6 +279,23 @@ def test_noise_eval_grid_is_seen_and_beyond_S_is_not():
     assert task.periodic is False
 
 
+def test_noise_eval_beyond_S_marks_the_extra_levels_unseen():
+    task = NoiseTask(max_noise=0.8, eval_levels=11, eval_max=1.0)
+    grid = task.eval_conditions(dtype=torch.float64)
+    torch.testing.assert_close(grid, torch.arange(11, dtype=torch.float64) / 10)
+    assert task.seen(grid).tolist() == [True] * 9 + [False] * 2
+    assert task.config()["eval_max"] == 1.0
+    assert make_task(**task.config()).eval_max == 1.0
+    # default: the training range, all seen
+    assert NoiseTask(max_noise=0.8).eval_max == 0.8
+
+
+@pytest.mark.parametrize("eval_max", [0.5, 1.2, 0.0, float("nan")])
+def test_bad_noise_eval_max(eval_max):
+    with pytest.raises(ValueError, match="NoiseTask: eval_max must lie in"):
+        NoiseTask(max_noise=0.8, eval_max=eval_max)
+
+
 # -- unconditioned -----------------------------------------------------------------------------
 def test_unconditioned_spreads_s_and_leaves_x_unchanged():
     task = UnconditionedTask()

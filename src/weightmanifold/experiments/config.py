@@ -47,7 +47,7 @@ class RunConfig:
                       default="rotation")
     task_options: dict[str, Any] = _help(
         "task parameters, e.g. {train_fraction = 0.25, mode = 'subset', bins = 36} for "
-        "rotation, {max_noise = 0.8} for noise", default_factory=dict)
+        "rotation, {max_noise = 0.6, eval_max = 0.9} for noise", default_factory=dict)
     arch: str = _help("network: cnn (the paper CNN) or resnet18ln", default="cnn")
     method: str = _help("plain, manifold, concat, embed or film", default="manifold")
     manifold: str = _help("topology of the manifold network (and of 'basis' features): "

@@ -112,13 +112,19 @@ def paired_differences(runs: Sequence[PresetRun], root: Path, seeds: Sequence[in
 
     Seeds pair runs that saw the same data order and training conditions. The
     metric is the unseen-condition accuracy where the task has unseen
-    conditions, else the test accuracy.
+    conditions, else the test accuracy. When every x holds one method (the
+    swept variable *is* the method, as in the optimizers and ablation presets)
+    the reference is compared with every other run, and ``x`` is the other
+    run's value.
     """
     by_x: dict[Any, dict[str, PresetRun]] = {}
     for run in runs:
         by_x.setdefault(run.x, {})[run.label] = run
+    groups = list(by_x.values())
+    if len(by_x) > 1 and all(len(labels) == 1 for labels in groups):
+        groups = [{run.label: run for run in runs}]
     rows = []
-    for x, labels in by_x.items():
+    for labels in groups:
         if reference not in labels:
             continue
         ref_name = labels[reference].config.name.split("/")[-1]
@@ -131,7 +137,7 @@ def paired_differences(runs: Sequence[PresetRun], root: Path, seeds: Sequence[in
             other = _summaries(root / run.config.name.split("/")[-1], seeds)
             diff = paired_difference([r["final"][metric] for r in ref],
                                      [o["final"][metric] for o in other])
-            rows.append({"x": x, "reference": reference, "label": label, "metric": metric,
+            rows.append({"x": run.x, "reference": reference, "label": label, "metric": metric,
                          "difference": diff["mean"], "ci_low": diff["ci_low"],
                          "ci_high": diff["ci_high"], "n": diff["n"],
                          "reference_parameters": ref[0]["parameters"],

@@ -510,17 +510,21 @@ class NoiseTask(Task):
     [0, 1]). ``η`` is drawn as
     ``torch.randn(x.shape, generator=generator, dtype=x.dtype,
     device=generator.device)`` and then moved to ``x.device``.
-    Evaluation covers ``eval_levels`` evenly spaced levels in [0, S]
-    (endpoints included), all of which are seen (the training support is
-    [0, S]); :meth:`apply` also accepts levels in (S, 1], which are unseen.
+    Evaluation covers ``eval_levels`` evenly spaced levels in
+    :math:`[0, S_\mathrm{eval}]` (endpoints included), ``S_eval = eval_max``
+    (default ``S``). The training support is [0, S], so the levels up to ``S``
+    are seen and those in (S, 1] are unseen: noisier inputs than any in
+    training, an out-of-distribution test of the conditioning.
 
     Args:
         max_noise: the maximum training noise level ``S``, in (0, 1].
         eval_levels: number of evaluation levels (>= 2).
+        eval_max: the largest evaluation level, in [S, 1] (default ``S``).
 
     Raises:
         TypeError: if a parameter has the wrong type.
-        ValueError: if ``max_noise`` is outside (0, 1] or ``eval_levels < 2``.
+        ValueError: if ``max_noise`` is outside (0, 1], ``eval_levels < 2`` or
+            ``eval_max`` is outside [S, 1].
 
     Examples:
         >>> import torch
@@ -530,14 +534,27 @@ class NoiseTask(Task):
         >>> x = torch.rand(2, 1, 4, 4)
         >>> torch.equal(task.apply(x, torch.zeros(2)), x)
         True
+        >>> task = NoiseTask(max_noise=0.5, eval_levels=5, eval_max=1.0)
+        >>> task.seen(task.eval_conditions()).tolist()
+        [True, True, True, False, False]
     """
 
     name = "noise"
     periodic = False
 
-    def __init__(self, max_noise: float, eval_levels: int = 11) -> None:
+    def __init__(self, max_noise: float, eval_levels: int = 11,
+                 eval_max: float | None = None) -> None:
         self.max_noise = _check_fraction(max_noise, "NoiseTask: max_noise (S)")
         self.eval_levels = _check_int(eval_levels, "NoiseTask: eval_levels", 2)
+        if eval_max is None:
+            self.eval_max = self.max_noise
+        else:
+            self.eval_max = _check_fraction(eval_max, "NoiseTask: eval_max")
+            if self.eval_max < self.max_noise:
+                raise ValueError(
+                    f"NoiseTask: eval_max must lie in [S, 1] = [{self.max_noise!r}, 1], "
+                    f"got {self.eval_max!r}"
+                )
 
     def sample_conditions(
         self,
@@ -573,8 +590,8 @@ class NoiseTask(Task):
         return (1 - s4) * x + s4 * eta
 
     def eval_conditions(self, *, dtype: torch.dtype = torch.float32) -> Tensor:
-        """``eval_levels`` evenly spaced levels from 0 to ``S``, shape ``[eval_levels]``."""
-        return torch.linspace(0.0, self.max_noise, self.eval_levels, dtype=torch.float64).to(dtype)
+        """``eval_levels`` evenly spaced levels from 0 to ``eval_max``, shape ``[eval_levels]``."""
+        return torch.linspace(0.0, self.eval_max, self.eval_levels, dtype=torch.float64).to(dtype)
 
     def seen(self, s: Tensor) -> Tensor:
         """Whether ``0 <= s <= S`` (the training support). See :meth:`Task.seen`."""
@@ -584,7 +601,8 @@ class NoiseTask(Task):
 
     def config(self) -> dict[str, Any]:
         """See :meth:`Task.config`."""
-        return {"name": self.name, "max_noise": self.max_noise, "eval_levels": self.eval_levels}
+        return {"name": self.name, "max_noise": self.max_noise, "eval_levels": self.eval_levels,
+                "eval_max": self.eval_max}
 
 
 # -- no conditioning --------------------------------------------------------------------------
@@ -682,7 +700,7 @@ def make_task(name: str, **kwargs: Any) -> Task:
         >>> make_task("rotation", train_fraction=0.5, bins=4, mode="arc")
         RotationTask(train_fraction=0.5, mode='arc', bins=4, seed=0)
         >>> make_task("noise", max_noise=0.3).config()
-        {'name': 'noise', 'max_noise': 0.3, 'eval_levels': 11}
+        {'name': 'noise', 'max_noise': 0.3, 'eval_levels': 11, 'eval_max': 0.3}
     """
     try:
         cls = TASKS[name]
