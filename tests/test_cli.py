@@ -141,7 +141,7 @@ def test_sweep_runs_aggregates_and_plots(tmp_path):
     assert len(rows) == 2 * 3  # two methods at three training fractions
     assert all(r["n"] == 2 and r["test_accuracy_std"] is not None for r in rows)
     for name in ("results.csv", "results.json", "sweep.png", "sweep.csv", "by_condition.png",
-                 "differences.csv"):
+                 "differences.csv", "curves.png", "curves.csv"):
         assert (tmp_path / name).exists(), name
     assert all(r["parameters"] > 0 and r["train_flops_per_example"] > 0 for r in rows)
     diffs = list(csv.DictReader(open(tmp_path / "differences.csv")))
@@ -169,10 +169,14 @@ def test_sweep_whose_variable_is_the_method_pairs_across_values(tmp_path):
     # reference is then compared with the runs at the other values.
     preset = get_preset("preconditioning-ablation")
     run_sweep(preset, tmp_path, seeds=[0, 1], overrides=TINY_OVERRIDES, log=lambda m: None,
-              progress=False, figures=False)
+              progress=False)
     diffs = list(csv.DictReader(open(tmp_path / "differences.csv")))
     assert [(d["reference"], d["label"], d["x"]) for d in diffs] == [
         ("metric", "no-metric", "without")]
+    # both methods are drawn by condition and over training
+    for name in ("by_condition.csv", "curves.csv"):
+        drawn = {r["label"] for r in csv.DictReader(open(tmp_path / name))}
+        assert drawn == {"metric", "no-metric"}, name
     summaries = {name: [json.loads((tmp_path / name / f"seed_{k}" / "summary.json").read_text())
                         for k in (0, 1)] for name in ("metric", "no-metric")}
     metric = diffs[0]["metric"]

@@ -16,6 +16,7 @@ import weightmanifold as wm
 from weightmanifold.experiments.checkpoint import atomic_write_csv, atomic_write_json
 from weightmanifold.experiments.figures import (
     plot_accuracy_by_condition,
+    plot_curves_over_seeds,
     plot_manifold_projection,
     plot_run,
     plot_sweep,
@@ -215,6 +216,45 @@ def test_sweep_bad_inputs(tmp_path: Path) -> None:
         plot_sweep([row, row], tmp_path / "s.png", x_name="f")
     with pytest.raises(ValueError, match="has no 'x'"):
         plot_sweep([{"label": "a", "test_accuracy_mean": 0.5}], tmp_path / "s.png", x_name="f")
+
+
+def test_curves_over_seeds_mean_std_and_exact_csv(tmp_path: Path) -> None:
+    seeds = []
+    for k in range(3):
+        rows = history(epochs=3, offset=0.01 * k)
+        seeds.append([{key: ("" if v is None else v) for key, v in r.items()
+                       if key != "by_condition"} for r in rows])
+    seeds[2] = seeds[2][:2]  # a seed that stopped after epoch 2
+    path = plot_curves_over_seeds({"sgd": seeds, "adam": seeds[:1]}, tmp_path / "c.png",
+                                  metric="train_loss", title="t")
+    assert_png(path)
+    rows = read_csv(tmp_path / "c.csv")
+    assert [(r["label"], int(r["epoch"]), int(r["n"])) for r in rows] == [
+        ("sgd", 1, 3), ("sgd", 2, 3), ("sgd", 3, 2), ("adam", 1, 1), ("adam", 2, 1),
+        ("adam", 3, 1)]
+    for r in rows[:3]:
+        e = int(r["epoch"])
+        values = [2.2 / e + 0.01 * k for k in range(int(r["n"]))]
+        mean = sum(values) / len(values)
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+        assert float(r["train_loss_mean"]) == pytest.approx(mean, abs=1e-12)
+        assert float(r["train_loss_std"]) == pytest.approx(std, abs=1e-12)
+    assert rows[3]["train_loss_std"] == ""  # one seed: no spread
+
+
+def test_curves_over_seeds_bad_inputs(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="series is empty"):
+        plot_curves_over_seeds({}, tmp_path / "c.png")
+    with pytest.raises(ValueError, match="method 'a' has no row with 'test_accuracy'"):
+        plot_curves_over_seeds({"a": [[{"epoch": 1, "test_accuracy": ""}]]}, tmp_path / "c.png")
+    with pytest.raises(ValueError, match="seed 0 row 0 has no 'epoch'"):
+        plot_curves_over_seeds({"a": [[{"test_accuracy": 0.5}]]}, tmp_path / "c.png")
+    with pytest.raises(ValueError, match="expected a number"):
+        plot_curves_over_seeds({"a": [[{"epoch": 1, "test_accuracy": "x"}]]},
+                               tmp_path / "c.png")
+    with pytest.raises(ValueError, match=r"\.png"):
+        plot_curves_over_seeds({"a": [[{"epoch": 1, "test_accuracy": 0.5}]]},
+                               tmp_path / "c.svg")
 
 
 # -- 4. PCA projection -----------------------------------------------------------------------

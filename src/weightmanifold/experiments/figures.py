@@ -14,6 +14,8 @@ function                              what it draws
                                       periodic; Fig. 3 style when not)
 :func:`plot_sweep`                    metric vs swept variable per method (Fig. 2b,
                                       Fig. 4); bars for categorical values
+:func:`plot_curves_over_seeds`        a metric vs epoch per method, mean ± std over
+                                      seeds (Fig. 4 a-c)
 :func:`plot_manifold_projection`      a 1-D weight manifold in its top two principal
                                       components over training (Fig. 1c)
 :func:`plot_run`                      all of the above that apply to a run directory
@@ -49,6 +51,7 @@ from .checkpoint import atomic_write_bytes, atomic_write_csv
 
 __all__ = [
     "plot_accuracy_by_condition",
+    "plot_curves_over_seeds",
     "plot_manifold_projection",
     "plot_run",
     "plot_sweep",
@@ -453,13 +456,16 @@ def plot_sweep(rows: Sequence[Mapping[str, Any]], path: str | Path, *, x_name: s
         for p in points:
             p["x"] = "all" if p["x"] is None else str(p["x"])
         groups = list(dict.fromkeys(p["x"] for p in points))
-        width = 0.8 / len(labels)
+        # one method per group (the swept variable is the method): centred bars
+        single = all(sum(p["x"] == g for p in points) == 1 for g in groups)
+        width = 0.6 if single else 0.8 / len(labels)
         for k, label in enumerate(labels):
             mine = {p["x"]: p for p in points if p["label"] == label}
             pos = [g for g, name in enumerate(groups) if name in mine]
             pts = [mine[groups[g]] for g in pos]
             ordered += pts
-            ax.bar(np.array(pos) + (k - (len(labels) - 1) / 2) * width,
+            offset = 0.0 if single else (k - (len(labels) - 1) / 2) * width
+            ax.bar(np.array(pos) + offset,
                    [p["mean"] for p in pts], width=width, color=f"C{k % 10}", label=label,
                    yerr=[p["std"] or 0.0 for p in pts], capsize=3)
         ax.set_xticks(range(len(groups)), groups)
@@ -487,6 +493,82 @@ def plot_sweep(rows: Sequence[Mapping[str, Any]], path: str | Path, *, x_name: s
     out = [{"label": p["label"], "x": p["x"], mean_key: p["mean"], std_key: p["std"],
             "n": p["n"]} for p in ordered]
     return _save(fig, path, out, ["label", "x", mean_key, std_key, "n"])
+
+
+def plot_curves_over_seeds(series: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]],
+                           path: str | Path, *, metric: str = "test_accuracy",
+                           title: str | None = None) -> Path:
+    """A metric over training per method, mean ± std over seeds (Fig. 4 a–c).
+
+    For each method and epoch the mean over the seeds that reached that epoch
+    is drawn, with a band of ± one (sample) standard deviation where two or
+    more seeds did. The CSV has one row per drawn point:
+    ``label, epoch, {metric}_mean, {metric}_std, n``.
+
+    Args:
+        series: method label → one sequence of rows per seed, each row a
+            mapping with ``epoch`` and ``metric`` (rows of ``metrics.csv`` fit
+            as they are; empty cells are skipped).
+        path: the PNG to write (must end in ``.png``).
+        metric: the column to draw.
+        title: a title for the figure.
+
+    Returns:
+        The path of the PNG.
+
+    Raises:
+        ValueError: for an empty ``series``, a method without any row holding
+            ``metric``, a row without ``epoch``, a non-number, or a path not
+            ending in ``.png``.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> seeds = [[{"epoch": e, "test_accuracy": 0.5 + 0.1 * e + 0.01 * k} for e in (1, 2)]
+        ...          for k in range(3)]
+        >>> plot_curves_over_seeds({"sgd": seeds}, d / "curves.png").name
+        'curves.png'
+    """
+    path = _png_path(path)
+    if not series:
+        raise ValueError("plot_curves_over_seeds: series is empty (no method to plot)")
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    out: list[dict[str, Any]] = []
+    for k, (label, seeds) in enumerate(series.items()):
+        by_epoch: dict[int, list[float]] = {}
+        for j, rows in enumerate(seeds):
+            for i, r in enumerate(rows):
+                if "epoch" not in r:
+                    raise ValueError(f"plot_curves_over_seeds: {label!r} seed {j} row {i} "
+                                     "has no 'epoch'")
+                epoch = _number(r["epoch"], f"plot_curves_over_seeds {label!r} epoch")
+                value = _number(r.get(metric), f"plot_curves_over_seeds {label!r} {metric}")
+                if epoch is not None and value is not None:
+                    by_epoch.setdefault(int(epoch), []).append(value)
+        if not by_epoch:
+            raise ValueError(f"plot_curves_over_seeds: method {label!r} has no row with "
+                             f"{metric!r}")
+        epochs = sorted(by_epoch)
+        mean = np.array([np.mean(by_epoch[e]) for e in epochs])
+        std = np.array([np.std(by_epoch[e], ddof=1) if len(by_epoch[e]) > 1 else math.nan
+                        for e in epochs])
+        color = f"C{k % 10}"
+        ax.plot(epochs, mean, "-o", color=color, label=str(label), markersize=4)
+        ok = ~np.isnan(std)
+        if ok.any():
+            ax.fill_between(np.array(epochs)[ok], (mean - std)[ok], (mean + std)[ok],
+                            color=color, alpha=0.2, linewidth=0)
+        out += [{"label": str(label), "epoch": e, f"{metric}_mean": float(m),
+                 f"{metric}_std": None if math.isnan(s) else float(s), "n": len(by_epoch[e])}
+                for e, m, s in zip(epochs, mean, std)]
+    ax.set(xlabel="epoch", ylabel=metric.replace("_", " "))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path, out, ["label", "epoch", f"{metric}_mean", f"{metric}_std", "n"])
 
 
 # -- 4. the manifold in principal components (Fig. 1c) ---------------------------------------

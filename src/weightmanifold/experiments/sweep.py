@@ -9,13 +9,17 @@ A sweep directory ``runs/<preset>/`` holds one directory per configuration
     differences.csv                 the preset's reference method minus each other
                                     method, paired by seed, with a 95 % t interval
     sweep.png / sweep.csv           the metric vs the swept variable (Fig. 2b style)
-    by_condition.png / .csv         accuracy per condition bin of each method
+    by_condition.png / .csv         accuracy per condition bin of each method (at
+                                    the sparsest x; every method when x is the method)
+    curves.png / .csv               the metric over training per configuration,
+                                    mean ± std over the seeds
 
 Every run is resumable, so an interrupted sweep continues where it stopped.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -218,19 +222,37 @@ def run_sweep(preset: Preset, root: str | Path, *, scale: str = "cpu",
     return rows
 
 
+def _read_metrics(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def _figures(preset: Preset, runs: Sequence[PresetRun], aggregates: Sequence[dict],
              rows: Sequence[dict], root: Path) -> None:
-    from .figures import plot_accuracy_by_condition, plot_sweep
+    from .figures import plot_accuracy_by_condition, plot_curves_over_seeds, plot_sweep
 
     if preset.x_name is not None and len({r["x"] for r in rows}) > 1:
         plot_sweep(rows, root / "sweep.png", x_name=preset.x_name, metric=preset.metric,
                    title=f"{preset.name} ({preset.figure})")
-    # accuracy by condition of each method at one x (the sparsest swept point, if any)
     xs = [r.x for r in runs]
+    # one method per x: the swept variable is the method, so every run is drawn
+    x_is_method = len(set(xs)) == len(runs)
+    # training curves (mean ± std over seeds) of every configuration
+    curves = {}
+    for run, agg in zip(runs, aggregates):
+        name = run.config.name.split("/")[-1]
+        curves[name] = [_read_metrics(root / name / f"seed_{s}" / "metrics.csv")
+                        for s in agg["seeds"]]
+    plot_curves_over_seeds(curves, root / "curves.png", metric=preset.metric,
+                           title=f"{preset.name}: {preset.metric.replace('_', ' ')} over "
+                                 "training")
+    # accuracy by condition of each method at one x (the sparsest swept point, if any)
     numeric = [x for x in xs if isinstance(x, (int, float))]
     pick = min(numeric) if numeric else xs[0]
-    series = {run.label + ("" if pick is None or len(set(xs)) == 1 else f" ({run.x})"):
-              agg["by_condition"] for run, agg in zip(runs, aggregates) if run.x == pick}
+    series = {run.label + ("" if pick is None or len(set(xs)) == 1 or x_is_method
+                           else f" ({run.x})"):
+              agg["by_condition"] for run, agg in zip(runs, aggregates)
+              if run.x == pick or x_is_method}
     task = runs[0].config.task
     plot_accuracy_by_condition(series, root / "by_condition.png",
                                periodic=task in ("rotation", "unconditioned"),
