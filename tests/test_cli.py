@@ -141,7 +141,7 @@ def test_sweep_runs_aggregates_and_plots(tmp_path):
     assert len(rows) == 2 * 3  # two methods at three training fractions
     assert all(r["n"] == 2 and r["test_accuracy_std"] is not None for r in rows)
     for name in ("results.csv", "results.json", "sweep.png", "sweep.csv", "by_condition.png",
-                 "differences.csv", "curves.png", "curves.csv"):
+                 "differences.csv", "curves.png", "curves.csv", "tables.md"):
         assert (tmp_path / name).exists(), name
     assert all(r["parameters"] > 0 and r["train_flops_per_example"] > 0 for r in rows)
     diffs = list(csv.DictReader(open(tmp_path / "differences.csv")))
@@ -155,6 +155,9 @@ def test_sweep_runs_aggregates_and_plots(tmp_path):
                    for r, o in zip(ref, other)) / 2
     assert float(first["difference"]) == pytest.approx(expected)
     assert first["metric"] == "unseen_accuracy" and float(first["ci_low"]) <= expected
+    tables = (tmp_path / "tables.md").read_text()
+    assert f"{100 * expected:+.1f}".replace("-", "−") in tables
+    assert tables.count("| ellipse − concat |") == 3
     with pytest.raises(ValueError, match="unknown label"):
         run_sweep(preset, tmp_path, labels=["nope"], overrides=TINY_OVERRIDES)
     with pytest.raises(ValueError, match=r"unknown value\(s\) \['0.3'\] of train_fraction"):

@@ -61,3 +61,31 @@ def test_matched_baselines_of_the_presets():
         "cnn", "plain", in_channels=1, image_size=28, widths=noise["plain-wide"].widths,
         hidden=noise["plain-wide"].hidden)) / count_parameters(build_model(
             "cnn", "manifold", wm.Line(), in_channels=1, image_size=28)), 1, abs_tol=0.05)
+
+
+def test_markdown_tables_format_results_and_differences():
+    from weightmanifold.experiments.sweep import markdown_tables
+
+    rows = [{"label": "line", "x": None, "n": 3, "test_accuracy_mean": 0.5123,
+             "test_accuracy_std": 0.0049, "seen_accuracy_mean": 0.6, "seen_accuracy_std": 0.01,
+             "unseen_accuracy_mean": 0.2, "unseen_accuracy_std": 0.02, "parameters": 1376276,
+             "train_flops_per_example": 95649792.0, "wall_time_s": 49.6},
+            {"label": "plain", "x": None, "n": 3, "test_accuracy_mean": "0.5",
+             "test_accuracy_std": "", "seen_accuracy_mean": "", "unseen_accuracy_mean": None,
+             "parameters": "688138", "train_flops_per_example": "", "wall_time_s": ""}]
+    diffs = [{"x": None, "reference": "line", "label": "plain", "metric": "unseen_accuracy",
+              "difference": -0.0345, "ci_low": -0.0612, "ci_high": 0.0021, "n": 3,
+              "reference_parameters": 1376276, "parameters": 688138,
+              "reference_flops": 95649792.0, "flops": 47824896.0}]
+    text = markdown_tables(rows, diffs)
+    lines = text.splitlines()
+    assert lines[2] == "| line | 51.2 ± 0.5 | 60.0 ± 1.0 | 20.0 ± 2.0 | 3 | 1,376,276 | 96 | 50 |"
+    assert lines[3] == "| plain | 50.0 | – | – | 3 | 688,138 | – | – |"
+    assert lines[-1] == ("| line − plain | unseen accuracy | −3.5 | [−6.1, +0.2] | 3 | "
+                         "1,376,276 / 688,138 | 96 / 48 |")
+    assert "line minus each method" in text
+    # with a swept variable, its column follows the method
+    with_x = markdown_tables([{**rows[0], "x": 0.25}], [{**diffs[0], "x": 0.25}],
+                             x_name="train_fraction")
+    assert "| method | train_fraction |" in with_x and "| line | 0.25 |" in with_x
+    assert "| line − plain | 0.25 |" in with_x

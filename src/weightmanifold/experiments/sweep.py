@@ -13,6 +13,8 @@ A sweep directory ``runs/<preset>/`` holds one directory per configuration
                                     the sparsest x; every method when x is the method)
     curves.png / .csv               the metric over training per configuration,
                                     mean ± std over the seeds
+    tables.md                       results.csv and differences.csv as Markdown
+                                    tables (percent, mean ± std), ready to paste
 
 Every run is resumable, so an interrupted sweep continues where it stopped.
 """
@@ -21,16 +23,16 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import atomic_write_csv, atomic_write_json
+from .checkpoint import atomic_write_bytes, atomic_write_csv, atomic_write_json
 from .presets import Preset, PresetRun
 from .trainer import RunData, load_run_data, run_seeds
 
-__all__ = ["METRICS", "paired_difference", "paired_differences", "run_sweep", "sweep_rows",
-           "t_quantile_975"]
+__all__ = ["METRICS", "markdown_tables", "paired_difference", "paired_differences", "run_sweep",
+           "sweep_rows", "t_quantile_975"]
 
 METRICS = ("test_accuracy", "seen_accuracy", "unseen_accuracy", "test_loss", "train_loss")
 
@@ -151,6 +153,79 @@ def paired_differences(runs: Sequence[PresetRun], root: Path, seeds: Sequence[in
     return rows
 
 
+def _pct(mean: Any, std: Any = None) -> str:
+    if mean is None or mean == "":
+        return "–"
+    text = f"{100 * float(mean):.1f}"
+    if std is not None and std != "":
+        text += f" ± {100 * float(std):.1f}"
+    return text
+
+
+def _signed(value: Any) -> str:
+    return "–" if value is None or value == "" else f"{100 * float(value):+.1f}".replace(
+        "-", "−")
+
+
+def _mflop(value: Any) -> str:
+    return "–" if value is None or value == "" else f"{float(value) / 1e6:,.0f}"
+
+
+def markdown_tables(rows: Sequence[Mapping[str, Any]], diffs: Sequence[Mapping[str, Any]],
+                    *, x_name: str | None = None) -> str:
+    """The rows of ``results.csv`` and ``differences.csv`` as Markdown tables.
+
+    Accuracies are in percent, mean ± std over the seeds; differences are in
+    percentage points with their 95 % interval; FLOPs are the counted training
+    FLOPs per example in millions.
+
+    Args:
+        rows: the rows of :func:`sweep_rows` (or of ``results.csv``).
+        diffs: the rows of :func:`paired_differences` (may be empty).
+        x_name: the swept variable's name (a column when given).
+
+    Examples:
+        >>> row = {"label": "ellipse", "x": 0.1, "n": 3, "test_accuracy_mean": 0.5,
+        ...        "test_accuracy_std": 0.01, "parameters": 10, "wall_time_s": 60.0}
+        >>> print(markdown_tables([row], [], x_name="train_fraction"))
+        | method | train_fraction | all conditions | seen | unseen | seeds | parameters | MFLOP / example | wall s |
+        |---|---|---|---|---|---|---|---|---|
+        | ellipse | 0.1 | 50.0 ± 1.0 | – | – | 3 | 10 | – | 60 |
+        <BLANKLINE>
+    """  # noqa: E501
+    xcol = [x_name] if x_name else []
+    head = ["method", *xcol, "all conditions", "seen", "unseen", "seeds", "parameters",
+            "MFLOP / example", "wall s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [str(r["label"]), *([str(r["x"])] if x_name else []),
+                 _pct(r.get("test_accuracy_mean"), r.get("test_accuracy_std")),
+                 _pct(r.get("seen_accuracy_mean"), r.get("seen_accuracy_std")),
+                 _pct(r.get("unseen_accuracy_mean"), r.get("unseen_accuracy_std")),
+                 str(r.get("n", "–")),
+                 "–" if r.get("parameters") in (None, "") else f"{int(r['parameters']):,}",
+                 _mflop(r.get("train_flops_per_example")),
+                 "–" if r.get("wall_time_s") in (None, "") else f"{float(r['wall_time_s']):.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    if diffs:
+        lines += ["", f"{diffs[0]['reference']} minus each method, paired by seed "
+                  "(percentage points, 95 % t interval):", ""]
+        head = ["comparison", *xcol, "metric", "difference", "95 % interval", "seeds",
+                "parameters (reference / other)", "MFLOP / example (reference / other)"]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for d in diffs:
+            interval = "–" if d.get("ci_low") in (None, "") else \
+                f"[{_signed(d['ci_low'])}, {_signed(d['ci_high'])}]"
+            params = " / ".join("–" if d.get(k) in (None, "") else f"{int(d[k]):,}"
+                                for k in ("reference_parameters", "parameters"))
+            flops = " / ".join(_mflop(d.get(k)) for k in ("reference_flops", "flops"))
+            cells = [f"{d['reference']} − {d['label']}", *([str(d["x"])] if x_name else []),
+                     str(d["metric"]).replace("_", " "), _signed(d["difference"]), interval,
+                     str(d["n"]), params, flops]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def run_sweep(preset: Preset, root: str | Path, *, scale: str = "cpu",
               seeds: Sequence[int] | None = None, labels: Sequence[str] | None = None,
               xs: Sequence[str] | None = None, data_dir: str | None = None,
@@ -214,6 +289,8 @@ def run_sweep(preset: Preset, root: str | Path, *, scale: str = "cpu",
     atomic_write_csv(root / "results.csv", rows)
     if diffs:
         atomic_write_csv(root / "differences.csv", diffs)
+    atomic_write_bytes(root / "tables.md",
+                       markdown_tables(rows, diffs, x_name=preset.x_name).encode())
     atomic_write_json(root / "results.json", {"preset": preset.name, "scale": scale,
                                               "seeds": seeds, "rows": rows,
                                               "differences": diffs})
