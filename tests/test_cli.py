@@ -145,7 +145,11 @@ def test_sweep_runs_aggregates_and_plots(tmp_path):
         assert (tmp_path / name).exists(), name
     assert all(r["parameters"] > 0 and r["train_flops_per_example"] > 0 for r in rows)
     diffs = list(csv.DictReader(open(tmp_path / "differences.csv")))
-    assert [d["label"] for d in diffs] == ["concat"] * 3
+    # unseen and seen accuracy where some angles are unseen; all-angle accuracy at 100 %
+    assert [(d["x"], d["label"], d["metric"]) for d in diffs] == [
+        ("0.1", "concat", "unseen_accuracy"), ("0.1", "concat", "seen_accuracy"),
+        ("0.25", "concat", "unseen_accuracy"), ("0.25", "concat", "seen_accuracy"),
+        ("1.0", "concat", "test_accuracy")]
     first = diffs[0]
     ref = [json.loads((tmp_path / "ellipse-f0.1" / f"seed_{k}" / "summary.json").read_text())
            for k in (0, 1)]
@@ -157,7 +161,11 @@ def test_sweep_runs_aggregates_and_plots(tmp_path):
     assert first["metric"] == "unseen_accuracy" and float(first["ci_low"]) <= expected
     tables = (tmp_path / "tables.md").read_text()
     assert f"{100 * expected:+.1f}".replace("-", "−") in tables
-    assert tables.count("| ellipse − concat |") == 3
+    assert tables.count("| ellipse − concat |") == 5
+    seen = diffs[1]
+    expected_seen = sum(r["final"]["seen_accuracy"] - o["final"]["seen_accuracy"]
+                        for r, o in zip(ref, other)) / 2
+    assert float(seen["difference"]) == pytest.approx(expected_seen)
     with pytest.raises(ValueError, match="unknown label"):
         run_sweep(preset, tmp_path, labels=["nope"], overrides=TINY_OVERRIDES)
     with pytest.raises(ValueError, match=r"unknown value\(s\) \['0.3'\] of train_fraction"):
@@ -174,8 +182,9 @@ def test_sweep_whose_variable_is_the_method_pairs_across_values(tmp_path):
     run_sweep(preset, tmp_path, seeds=[0, 1], overrides=TINY_OVERRIDES, log=lambda m: None,
               progress=False)
     diffs = list(csv.DictReader(open(tmp_path / "differences.csv")))
-    assert [(d["reference"], d["label"], d["x"]) for d in diffs] == [
-        ("metric", "no-metric", "without")]
+    assert [(d["reference"], d["label"], d["x"], d["metric"]) for d in diffs] == [
+        ("metric", "no-metric", "without", "unseen_accuracy"),
+        ("metric", "no-metric", "without", "seen_accuracy")]
     # both methods are drawn by condition and over training
     for name in ("by_condition.csv", "curves.csv"):
         drawn = {r["label"] for r in csv.DictReader(open(tmp_path / name))}

@@ -116,9 +116,10 @@ def paired_differences(runs: Sequence[PresetRun], root: Path, seeds: Sequence[in
                        reference: str) -> list[dict[str, Any]]:
     """Reference method minus each other method, paired by seed, at every x.
 
-    Seeds pair runs that saw the same data order and training conditions. The
-    metric is the unseen-condition accuracy where the task has unseen
-    conditions, else the test accuracy. When every x holds one method (the
+    Seeds pair runs that saw the same data order and training conditions. Where
+    the task has unseen conditions there are two rows per method, the
+    unseen-condition accuracy first and then the seen-condition accuracy;
+    otherwise one row, the test accuracy. When every x holds one method (the
     swept variable *is* the method, as in the optimizers and ablation presets)
     the reference is compared with every other run, and ``x`` is the other
     run's value.
@@ -135,21 +136,22 @@ def paired_differences(runs: Sequence[PresetRun], root: Path, seeds: Sequence[in
             continue
         ref_name = labels[reference].config.name.split("/")[-1]
         ref = _summaries(root / ref_name, seeds)
-        metric = "unseen_accuracy" if ref[0]["final"].get("unseen_accuracy") is not None \
-            else "test_accuracy"
+        metrics = ["unseen_accuracy", "seen_accuracy"] \
+            if ref[0]["final"].get("unseen_accuracy") is not None else ["test_accuracy"]
         for label, run in labels.items():
             if label == reference:
                 continue
             other = _summaries(root / run.config.name.split("/")[-1], seeds)
-            diff = paired_difference([r["final"][metric] for r in ref],
-                                     [o["final"][metric] for o in other])
-            rows.append({"x": run.x, "reference": reference, "label": label, "metric": metric,
-                         "difference": diff["mean"], "ci_low": diff["ci_low"],
-                         "ci_high": diff["ci_high"], "n": diff["n"],
-                         "reference_parameters": ref[0]["parameters"],
-                         "parameters": other[0]["parameters"],
-                         "reference_flops": ref[0].get("train_flops_per_example"),
-                         "flops": other[0].get("train_flops_per_example")})
+            for metric in metrics:
+                diff = paired_difference([r["final"][metric] for r in ref],
+                                         [o["final"][metric] for o in other])
+                rows.append({"x": run.x, "reference": reference, "label": label,
+                             "metric": metric, "difference": diff["mean"],
+                             "ci_low": diff["ci_low"], "ci_high": diff["ci_high"],
+                             "n": diff["n"], "reference_parameters": ref[0]["parameters"],
+                             "parameters": other[0]["parameters"],
+                             "reference_flops": ref[0].get("train_flops_per_example"),
+                             "flops": other[0].get("train_flops_per_example")})
     return rows
 
 
