@@ -55,7 +55,11 @@ def test_matched_baselines_of_the_presets():
     labels = {r.label for r in get_preset("rotation-sparsity").runs("cpu")}
     assert {"plain-wide", "experts", "no-metric", "ellipse", "concat-basis"} <= labels
     noise = {r.label: r.config for r in get_preset("noise").runs("cpu")}
-    assert noise["experts"].manifold_options == {"n": 2, "degree": 0, "periodic": False}
+    # noise trains on s ~ U(0, 0.6): the two experts split that range into halves
+    assert noise["experts"].manifold == "bins"
+    assert noise["experts"].manifold_options == {"edges": [0.3]}
+    with pytest.raises(ValueError, match="expert_edges must hold n - 1 = 2 breakpoints"):
+        matched_baselines("cpu", "ellipse", expert_edges=[0.5])
     assert noise["line"].l2 > 0 and noise["plain-wide"].l2 == noise["line"].l2
     assert math.isclose(count_parameters(build_model(
         "cnn", "plain", in_channels=1, image_size=28, widths=noise["plain-wide"].widths,

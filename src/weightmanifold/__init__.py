@@ -26,6 +26,7 @@ from .layers import (
 from .preconditioning import Preconditioned, manifold_parameters, precondition_gradients
 from .regularization import squared_norm
 from .topology import (
+    Bins,
     BSpline,
     Cylinder,
     Ellipse,
@@ -44,6 +45,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BSpline",
+    "Bins",
     "Conditioning",
     "Cylinder",
     "Ellipse",

@@ -20,6 +20,7 @@ preconditioning-ablation —           ellipse with vs without the metric
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,17 +50,24 @@ BASELINES: dict[str, dict[str, Any]] = {
 _SCALE_SHAPE = {"cpu": (1, 28), "paper": (3, 32)}  # (channels, size) of the scale's data
 
 
-def matched_baselines(scale: str, manifold: str, options: dict[str, Any] | None = None
+def matched_baselines(scale: str, manifold: str, options: dict[str, Any] | None = None,
+                      *, expert_edges: Sequence[float] | None = None
                       ) -> dict[str, dict[str, Any]]:
     """Capacity-matched comparisons for a manifold network on ``manifold``.
 
     * ``plain-wide``, ``concat-wide``, ``embed-wide``: the baselines widened (all
       CNN widths scaled by one factor) to within ±5 % of the manifold network's
       parameter count;
-    * ``experts``: ``n`` independent networks, each owning one bin of ``s`` — a
-      degree-0 B-spline with the manifold's ``n``: the same parameter count, the
-      per-example cost of one network;
+    * ``experts``: ``n`` independent networks, each owning one bin of ``s``, with
+      the manifold's ``n``: the same parameter count, the per-example cost of
+      one network. The bins are equal (a degree-0 B-spline) unless
+      ``expert_edges`` gives the ``n - 1`` interior breakpoints
+      (:class:`~weightmanifold.topology.Bins`), e.g. to split training
+      conditions that cover only part of ``[0, 1]`` into equal shares;
     * ``no-metric``: the same manifold trained with plain gradients.
+
+    Raises:
+        ValueError: if ``expert_edges`` does not hold ``n - 1`` breakpoints.
     """
     import weightmanifold as wm
 
@@ -75,9 +83,16 @@ def matched_baselines(scale: str, manifold: str, options: dict[str, Any] | None 
         widths, hidden = match_width(target, method=method, manifold=topology,
                                      in_channels=channels, image_size=size)
         out[label] = {"method": method, "features": "raw", "widths": widths, "hidden": hidden}
-    out["experts"] = {"method": "manifold", "manifold": "bspline",
-                      "manifold_options": {"n": topology.n, "degree": 0,
-                                           "periodic": bool(topology.periodic[0])}}
+    if expert_edges is None:
+        out["experts"] = {"method": "manifold", "manifold": "bspline",
+                          "manifold_options": {"n": topology.n, "degree": 0,
+                                               "periodic": bool(topology.periodic[0])}}
+    else:
+        if len(expert_edges) != topology.n - 1:
+            raise ValueError(f"expert_edges must hold n - 1 = {topology.n - 1} breakpoints "
+                             f"for {manifold!r}, got {list(expert_edges)}")
+        out["experts"] = {"method": "manifold", "manifold": "bins",
+                          "manifold_options": {"edges": [float(e) for e in expert_edges]}}
     out["no-metric"] = {"method": "manifold", "precondition": False}
     return out
 
@@ -147,12 +162,15 @@ def _noise(scale: str) -> list[tuple[str, str, Any, dict[str, Any]]]:
     l2 = 1e-4
     # Training noise up to S = 0.6; evaluation at 0, 0.1, ..., 0.9, so 0.7-0.9 are unseen
     # (noisier than anything in training; at 1.0 the image would be pure noise).
+    max_noise = 0.6
     task = {"task": "noise",
-            "task_options": {"max_noise": 0.6, "eval_levels": 10, "eval_max": 0.9},
+            "task_options": {"max_noise": max_noise, "eval_levels": 10, "eval_max": 0.9},
             "manifold": "line", "l2": l2}
+    # two experts splitting the training levels U(0, S) into halves; the second
+    # also serves the unseen levels above S
     methods = {"line": {"method": "manifold"},
                **{k: v for k, v in BASELINES.items() if k != "concat-basis"},
-               **matched_baselines(scale, "line")}
+               **matched_baselines(scale, "line", expert_edges=[max_noise / 2])}
     return [(label, label, None, {**task, **keys}) for label, keys in methods.items()]
 
 

@@ -1,6 +1,7 @@
 """Topology: basis functions ``a(s)`` and their exact metric. Knows nothing about networks."""
 
 from .base import Manifold
+from .bins import Bins
 from .bspline import BSpline
 from .fourier import Ellipse, Fourier
 from .polynomial import Line, Point, Polynomial
@@ -9,6 +10,7 @@ from .sphere import Sphere
 
 __all__ = [
     "BSpline",
+    "Bins",
     "Cylinder",
     "Ellipse",
     "Fourier",

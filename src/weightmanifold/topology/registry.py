@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .base import Manifold
+from .bins import Bins
 from .bspline import BSpline
 from .fourier import Ellipse, Fourier
 from .polynomial import Line, Point, Polynomial
@@ -23,6 +24,7 @@ MANIFOLDS: dict[str, Callable[..., Manifold]] = {
     "fourier": Fourier,
     "polynomial": Polynomial,
     "bspline": BSpline,
+    "bins": Bins,
     "torus": Torus,
     "cylinder": Cylinder,
     "sheet": Sheet,
