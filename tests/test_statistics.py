@@ -93,3 +93,28 @@ def test_markdown_tables_format_results_and_differences():
                              x_name="train_fraction")
     assert "| method | train_fraction |" in with_x and "| line | 0.25 |" in with_x
     assert "| line − plain | 0.25 |" in with_x
+
+
+def test_resnet_with_sample_layer_norm():
+    import torch
+
+    from weightmanifold.experiments.models import resnet18_ln
+
+    net = build_model("resnet18ln-chw", "manifold", wm.Ellipse(), in_channels=1, image_size=28,
+                      widths=[4, 4, 8, 8])
+    norms = [m for m in net.modules() if isinstance(m, wm.ManifoldGroupNorm)]
+    assert len(norms) == 1 + 8 * 2 + 3  # stem, two per block, three shortcuts
+    assert all(m.num_groups == 1 for m in norms)
+    assert not any(isinstance(m, wm.ManifoldLayerNorm) for m in net.modules())
+    x, s = torch.rand(3, 1, 28, 28), torch.tensor([0.0, 0.3, 0.7])
+    assert net(x, s).shape == (3, 10)
+    # the per-pixel variant keeps LayerNorm; an unknown norm is refused
+    plain = build_model("resnet18ln", "plain", in_channels=1, image_size=28, widths=[4, 4, 8, 8])
+    assert any(isinstance(m, torch.nn.LayerNorm) for m in plain.modules())
+    with pytest.raises(ValueError, match="unknown norm 'batch'; valid: channel, sample"):
+        resnet18_ln(1, norm="batch")
+    with pytest.raises(ValueError, match="resnet18ln-chw is built as 'plain' or 'manifold'"):
+        build_model("resnet18ln-chw", "concat", wm.Ellipse(), in_channels=1, image_size=28)
+    cpu = {r.label: r.config.arch for r in get_preset("unconditioned").runs("cpu")
+           if r.x != "cnn"}
+    assert cpu == {"ellipse": "resnet18ln-chw", "point": "resnet18ln-chw"}

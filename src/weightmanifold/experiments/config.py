@@ -48,7 +48,9 @@ class RunConfig:
     task_options: dict[str, Any] = _help(
         "task parameters, e.g. {train_fraction = 0.25, mode = 'subset', bins = 36} for "
         "rotation, {max_noise = 0.6, eval_max = 0.9} for noise", default_factory=dict)
-    arch: str = _help("network: cnn (the paper CNN) or resnet18ln", default="cnn")
+    arch: str = _help("network: cnn (the paper CNN), resnet18ln (LayerNorm over channels "
+                      "per pixel) or resnet18ln-chw (LayerNorm over channels, height, width)",
+                      default="cnn")
     method: str = _help("plain, manifold, concat, embed or film", default="manifold")
     manifold: str = _help("topology of the manifold network (and of 'basis' features): "
                           "point, line, ellipse, fourier, polynomial, bspline, torus, cylinder, "
