@@ -53,10 +53,11 @@ class RunConfig:
                       default="cnn")
     method: str = _help("plain, manifold, concat, embed or film", default="manifold")
     manifold: str = _help("topology of the manifold network (and of 'basis' features): "
-                          "point, line, ellipse, fourier, polynomial, bspline, torus, cylinder, "
-                          "sheet, sphere", default="ellipse")
+                          "point, line, ellipse, fourier, polynomial, bspline, bins, torus, "
+                          "cylinder, sheet, sphere", default="ellipse")
     manifold_options: dict[str, Any] = _help(
-        "constructor options of the manifold, e.g. {order = 2} or {n = 8, periodic = true}",
+        "constructor options of the manifold, e.g. {order = 2}, {n = 8, periodic = true} "
+        "or {edges = [0.3]}",
         default_factory=dict)
     features: str = _help("condition features of concat/embed/film baselines: raw s or the "
                           "manifold's basis a(s)", default="raw")
