@@ -118,3 +118,11 @@ def test_resnet_with_sample_layer_norm():
     cpu = {r.label: r.config.arch for r in get_preset("unconditioned").runs("cpu")
            if r.x != "cnn"}
     assert cpu == {"ellipse": "resnet18ln-chw", "point": "resnet18ln-chw"}
+    cnn = {r.label: r.config for r in get_preset("unconditioned").runs("cpu") if r.x == "cnn"}
+    assert set(cnn) == {"ellipse", "point", "point-wide"}
+    wide = count_parameters(build_model("cnn", "plain", in_channels=1, image_size=28,
+                                        widths=cnn["point-wide"].widths,
+                                        hidden=cnn["point-wide"].hidden))
+    ellipse = count_parameters(build_model("cnn", "manifold", wm.Ellipse(), in_channels=1,
+                                           image_size=28))
+    assert abs(wide / ellipse - 1) <= 0.05

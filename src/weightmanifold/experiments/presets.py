@@ -193,8 +193,15 @@ def _unconditioned(scale: str) -> list[tuple[str, str, Any, dict[str, Any]]]:
         extra: dict[str, Any] = {}
         if arch.startswith("resnet18ln") and scale == "cpu":
             extra = {"widths": [16, 32, 64, 128], "epochs": 2}
-        for label, keys in (("ellipse", {"method": "manifold", "manifold": "ellipse"}),
-                            ("point", {"method": "plain"})):
+        methods: list[tuple[str, dict[str, Any]]] = [
+            ("ellipse", {"method": "manifold", "manifold": "ellipse"}),
+            ("point", {"method": "plain"})]
+        if arch == "cnn":
+            # the point network widened to the ellipse's parameter count (±5 %)
+            wide = matched_baselines(scale, "ellipse")["plain-wide"]
+            methods.append(("point-wide", {"method": "plain", "widths": wide["widths"],
+                                           "hidden": wide["hidden"]}))
+        for label, keys in methods:
             out.append((f"{arch}-{label}", label, arch,
                         {"task": "unconditioned", "arch": arch, **keys, **extra}))
     return out
