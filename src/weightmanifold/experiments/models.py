@@ -318,8 +318,8 @@ def build_model(arch: str = "cnn", method: str = "plain", manifold: wm.Manifold 
 
 
 def count_parameters(model: nn.Module) -> int:
-    """Number of learnable scalars (tied tensors counted once)."""
-    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    """Number of learnable scalars (``Module.parameters`` yields a tied tensor once)."""
+    return sum(p.numel() for p in model.parameters())
 
 
 def match_width(target: int, *, arch: str = "cnn", method: str = "plain",

@@ -20,6 +20,7 @@ preconditioning-ablation —           ellipse with vs without the metric
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +51,27 @@ BASELINES: dict[str, dict[str, Any]] = {
 _SCALE_SHAPE = {"cpu": (1, 28), "paper": (3, 32)}  # (channels, size) of the scale's data
 
 
+@functools.cache
+def _matched_width(scale: str, manifold: str, options: tuple[tuple[str, Any], ...],
+                   method: str) -> tuple[tuple[int, ...], int]:
+    """CNN widths of ``method`` with the parameter count of the manifold network.
+
+    Cached: a bisection builds about forty networks, and every listing of the
+    rotation, noise and unconditioned presets asks for it.
+    """
+    import weightmanifold as wm
+
+    from .models import build_model, count_parameters, match_width
+
+    topology = wm.topology.make_manifold(manifold, **dict(options))
+    channels, size = _SCALE_SHAPE[scale]
+    target = count_parameters(build_model("cnn", "manifold", topology, in_channels=channels,
+                                          image_size=size))
+    widths, hidden = match_width(target, method=method, manifold=topology,
+                                 in_channels=channels, image_size=size)
+    return tuple(widths), hidden
+
+
 def matched_baselines(scale: str, manifold: str, options: dict[str, Any] | None = None,
                       *, expert_edges: Sequence[float] | None = None
                       ) -> dict[str, dict[str, Any]]:
@@ -71,18 +93,14 @@ def matched_baselines(scale: str, manifold: str, options: dict[str, Any] | None 
     """
     import weightmanifold as wm
 
-    from .models import build_model, count_parameters, match_width
-
     topology = wm.topology.make_manifold(manifold, **(options or {}))
-    channels, size = _SCALE_SHAPE[scale]
-    target = count_parameters(build_model("cnn", "manifold", topology, in_channels=channels,
-                                          image_size=size))
     out: dict[str, dict[str, Any]] = {}
     for label, method in (("plain-wide", "plain"), ("concat-wide", "concat"),
                           ("embed-wide", "embed")):
-        widths, hidden = match_width(target, method=method, manifold=topology,
-                                     in_channels=channels, image_size=size)
-        out[label] = {"method": method, "features": "raw", "widths": widths, "hidden": hidden}
+        widths, hidden = _matched_width(scale, manifold, tuple(sorted((options or {}).items())),
+                                        method)
+        out[label] = {"method": method, "features": "raw", "widths": list(widths),
+                      "hidden": hidden}
     if expert_edges is None:
         out["experts"] = {"method": "manifold", "manifold": "bspline",
                           "manifold_options": {"n": topology.n, "degree": 0,
@@ -198,9 +216,9 @@ def _unconditioned(scale: str) -> list[tuple[str, str, Any, dict[str, Any]]]:
             ("point", {"method": "plain"})]
         if arch == "cnn":
             # the point network widened to the ellipse's parameter count (±5 %)
-            wide = matched_baselines(scale, "ellipse")["plain-wide"]
-            methods.append(("point-wide", {"method": "plain", "widths": wide["widths"],
-                                           "hidden": wide["hidden"]}))
+            widths, hidden = _matched_width(scale, "ellipse", (), "plain")
+            methods.append(("point-wide", {"method": "plain", "widths": list(widths),
+                                           "hidden": hidden}))
         for label, keys in methods:
             out.append((f"{arch}-{label}", label, arch,
                         {"task": "unconditioned", "arch": arch, **keys, **extra}))

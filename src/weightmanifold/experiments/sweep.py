@@ -21,7 +21,6 @@ Every run is resumable, so an interrupted sweep continues where it stopped.
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -112,6 +111,11 @@ def sweep_rows(runs: Sequence[PresetRun], aggregates: Sequence[dict[str, Any]],
     return rows
 
 
+def _x_is_method(runs: Sequence[PresetRun]) -> bool:
+    """Whether each value of the swept variable holds one run (the variable is the method)."""
+    return len(runs) > 1 and len({run.x for run in runs}) == len(runs)
+
+
 def paired_differences(runs: Sequence[PresetRun], root: Path, seeds: Sequence[int],
                        reference: str) -> list[dict[str, Any]]:
     """Reference method minus each other method, paired by seed, at every x.
@@ -128,7 +132,7 @@ def paired_differences(runs: Sequence[PresetRun], root: Path, seeds: Sequence[in
     for run in runs:
         by_x.setdefault(run.x, {})[run.label] = run
     groups = list(by_x.values())
-    if len(by_x) > 1 and all(len(labels) == 1 for labels in groups):
+    if _x_is_method(runs):
         groups = [{run.label: run for run in runs}]
     rows = []
     for labels in groups:
@@ -301,26 +305,20 @@ def run_sweep(preset: Preset, root: str | Path, *, scale: str = "cpu",
     return rows
 
 
-def _read_metrics(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def _figures(preset: Preset, runs: Sequence[PresetRun], aggregates: Sequence[dict],
              rows: Sequence[dict], root: Path) -> None:
-    from .figures import plot_accuracy_by_condition, plot_curves_over_seeds, plot_sweep
+    from .figures import _read_csv, plot_accuracy_by_condition, plot_curves_over_seeds, plot_sweep
 
     if preset.x_name is not None and len({r["x"] for r in rows}) > 1:
         plot_sweep(rows, root / "sweep.png", x_name=preset.x_name, metric=preset.metric,
                    title=f"{preset.name} ({preset.figure})")
     xs = [r.x for r in runs]
-    # one method per x: the swept variable is the method, so every run is drawn
-    x_is_method = len(set(xs)) == len(runs)
+    x_is_method = _x_is_method(runs)  # then every run is drawn by condition
     # training curves (mean ± std over seeds) of every configuration
     curves = {}
     for run, agg in zip(runs, aggregates):
         name = run.config.name.split("/")[-1]
-        curves[name] = [_read_metrics(root / name / f"seed_{s}" / "metrics.csv")
+        curves[name] = [_read_csv(root / name / f"seed_{s}" / "metrics.csv")
                         for s in agg["seeds"]]
     plot_curves_over_seeds(curves, root / "curves.png", metric=preset.metric,
                            title=f"{preset.name}: {preset.metric.replace('_', ' ')} over "

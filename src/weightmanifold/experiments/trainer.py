@@ -58,7 +58,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import RunConfig
-from .models import Classifier, build_model
+from .models import Classifier, build_model, count_parameters
 from .tasks import Task, evaluate_by_condition, make_task
 
 __all__ = [
@@ -464,7 +464,7 @@ class Trainer:
             "seed": self.config.seed,
             "epochs_completed": self.epoch,
             "steps": self.global_step,
-            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "parameters": count_parameters(self.model),
             "train_flops_per_example": self.flops,
             "wall_time_s": self.elapsed,
             "final": final,
