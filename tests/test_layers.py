@@ -49,9 +49,13 @@ def check_paths(original: nn.Module, manifold: wm.Manifold, x: torch.Tensor,
                 m.mix = mix
         s = conditions(manifold, b)
         assert torch.allclose(model(x, s=s), per_example(model, original, x, s), atol=tol, rtol=0)
+    model.grouped = True  # the caller asks for grouping: shared path when U <= n
     if manifold.n > 2:  # shared path: fewer distinct conditions than basis points
         s = conditions(manifold, b, distinct=2)
         assert torch.allclose(model(x, s=s), per_example(model, original, x, s), atol=tol, rtol=0)
+    s = conditions(manifold, b, distinct=1).expand(b, *([manifold.dim] if manifold.dim > 1
+                                                        else []))
+    assert torch.allclose(model(x, s=s), per_example(model, original, x, s), atol=tol, rtol=0)
     s = conditions(manifold, b)
     for path in ("shared", "basis"):  # forced, with every condition distinct
         for m in model.modules():
@@ -61,6 +65,7 @@ def check_paths(original: nn.Module, manifold: wm.Manifold, x: torch.Tensor,
     for m in model.modules():
         if isinstance(m, wm.layers.ManifoldOp):
             m.path = "auto"
+    model.grouped = False
     s1 = conditions(manifold, 1)
     y1 = model(x, s=s1)  # a single condition for the whole batch
     assert torch.allclose(y1, per_example(model, original, x, s1.expand(b, *s1.shape[1:])),
@@ -360,7 +365,8 @@ def test_at_matches_and_has_no_weightmanifold_class(tmp_path):
     assert torch.equal(wm.at(resnet_wrapped := wm.manifoldify(resnet_block(), wm.Line()), 0.2)(x),
                        resnet_wrapped(x, s=0.2))
     assert torch.equal(plain(x), model(x, s=0.4))
-    assert torch.equal(plain(x), model(x, s=torch.full((3,), 0.4)))
+    # per-example s (all equal) takes the basis path: the same sum, rounded differently
+    assert torch.allclose(plain(x), model(x, s=torch.full((3,), 0.4)), atol=1e-12, rtol=0)
     assert not any(type(m).__module__.startswith("weightmanifold") for m in plain.modules())
     path = tmp_path / "plain.pt"
     torch.save(plain, path)
@@ -580,6 +586,7 @@ def test_piecewise_constant_experts_cost_one_network_per_example():
     net = nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(36, 3))
     check_paths(net, experts, torch.randn(9, 2, 5, 5))
     model = wm.manifoldify(net, experts, init="independent")
+    model.grouped = True  # asked for: experts then run one network per example
     x, s = torch.randn(96, 2, 5, 5), torch.rand(96)
     s[:3] = torch.tensor([0.1, 0.5, 0.9])  # every expert present: 3 points, 96 distinct s
     with FlopCounterMode(display=False) as fm:

@@ -22,6 +22,8 @@ from .layers import (
     ManifoldModule,
     ManifoldMultiheadAttention,
     ManifoldParameter,
+    condition,
+    conditioned,
 )
 from .preconditioning import Preconditioned, manifold_parameters, precondition_gradients
 from .regularization import squared_norm
@@ -74,6 +76,8 @@ __all__ = [
     "Sphere",
     "Torus",
     "at",
+    "condition",
+    "conditioned",
     "manifold_parameters",
     "manifoldify",
     "precondition_gradients",

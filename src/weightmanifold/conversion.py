@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import fnmatch
 import math
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -12,8 +13,9 @@ import torch
 from torch import Tensor, nn
 
 from .layers.attention import ManifoldMultiheadAttention
-from .layers.base import Conditioning, ManifoldModule
-from .layers.context import conditioned
+from .layers.base import ManifoldModule
+from .layers.conditioning import Conditioning, condition, manifolds_of
+from .layers.context import _stack, reenter_in_backward
 from .layers.conv import ManifoldConv1d, ManifoldConv2d, ManifoldConv3d
 from .layers.embedding import ManifoldEmbedding
 from .layers.linear import ManifoldLinear
@@ -51,49 +53,97 @@ Selector = str | type | Callable[[str, nn.Module], bool]
 class ManifoldModel(nn.Module):
     """A converted model, called as ``model(*inputs, s=s)``.
 
-    Evaluates the basis functions once per call and makes them visible (per
-    thread) to every manifold layer inside ``module``, so the wrapped model's
-    own ``forward`` runs unchanged.
+    Builds the batch's :class:`~weightmanifold.Conditioning` once per call
+    (:meth:`condition`: validation and one basis evaluation per manifold) and
+    makes it ambient (:func:`~weightmanifold.conditioned`) for the manifold
+    layers inside ``module``, so the wrapped model's own ``forward`` runs
+    unchanged. The conditioning stays ambient while backward runs through the
+    outputs, so ``torch.utils.checkpoint`` recomputation inside the model works.
 
     Attributes:
         module: the converted copy of the original model.
         manifold: the topology.
         batch_dim: the axis of the batch in the activations of linear layers
             (0, or 1 for sequence-first models).
-        converted: qualified names of the converted submodules.
+        grouped: group the examples of every batch by condition (an eager,
+            data-dependent step; see :class:`~weightmanifold.layers.Groups`),
+            so that batches with few distinct conditions run one plain op per
+            condition. Off by default: it cannot be compiled.
+        converted: qualified names of the converted submodules (every place a
+            module shared by several places sits).
         shared: names of the parameters left ordinary (the same at every ``s``).
+        skipped: qualified names of convertible-looking modules left ordinary
+            because their class overrides the computation.
     """
 
     def __init__(self, module: nn.Module, manifold: Manifold, batch_dim: int = 0,
-                 converted: Iterable[str] = (), shared: Iterable[str] = ()) -> None:
+                 converted: Iterable[str] = (), shared: Iterable[str] = (),
+                 skipped: Iterable[str] = ()) -> None:
         super().__init__()
         self.module = module
         self.manifold = manifold
         self.batch_dim = batch_dim
+        self.grouped = False
         self.converted = list(converted)
         self.shared = list(shared)
+        self.skipped = list(skipped)
+
+    @property
+    def manifolds(self) -> tuple[Manifold, ...]:
+        """Every manifold the layers of the model live on (usually just :attr:`manifold`)."""
+        return manifolds_of(self.module) or (self.manifold,)
+
+    def condition(self, s: object, *, grouped: bool | None = None) -> Conditioning:
+        """The :class:`~weightmanifold.Conditioning` of ``s`` for this model.
+
+        Pass it as ``model(x, s=cond)`` to build it once outside a compiled
+        region, or make it ambient with :func:`~weightmanifold.conditioned`.
+
+        Args:
+            s: one condition per example, a single condition, or a
+                conditioning (checked to cover this model's manifolds).
+            grouped: group the examples by condition (default: :attr:`grouped`).
+
+        Raises:
+            ValueError: if ``s`` is missing or invalid, or a conditioning built
+                for other manifolds.
+        """
+        manifolds = self.manifolds
+        if isinstance(s, Conditioning):
+            for m in manifolds:
+                s.basis_of(m, f"a layer of this model ({type(self.module).__name__})")
+            return s.with_batch_dim(self.batch_dim)
+        if s is None:
+            if not all(isinstance(m, Point) for m in manifolds):
+                raise ValueError(
+                    f"this model lives on {self.manifold!r}: call it as model(x, s=s) with "
+                    "one condition per example (or one for the whole batch)")
+            s = torch.zeros(1)
+        dtype = next((p.dtype for p in self.parameters() if p.is_floating_point()), None)
+        return condition(manifolds, s, batch_dim=self.batch_dim, dtype=dtype,
+                         grouped=self.grouped if grouped is None else grouped)
 
     def forward(self, *args: Any, s: object = None, **kwargs: Any) -> Any:
         """Run the wrapped model at conditions ``s``.
 
         Args:
             *args, **kwargs: the wrapped model's inputs.
-            s: one condition per example (``[B]`` or ``[B, dim]``), or a single
-                condition for the whole batch. May be omitted only for a
+            s: one condition per example (``[B]`` or ``[B, dim]``), a single
+                condition for the whole batch, or a
+                :class:`~weightmanifold.Conditioning`. May be omitted only for a
                 :class:`~weightmanifold.Point` manifold.
 
         Raises:
             ValueError: if ``s`` is missing or invalid, or does not match the batch.
         """
-        if s is None:
-            if not isinstance(self.manifold, Point):
-                raise ValueError(
-                    f"this model lives on {self.manifold!r}: call it as model(x, s=s) with "
-                    "one condition per example (or one for the whole batch)")
-            s = torch.zeros(1)
-        cond = s if isinstance(s, Conditioning) else Conditioning.from_s(self.manifold, s)
-        with conditioned(cond, self.batch_dim):
-            return self.module(*args, **kwargs)
+        cond = self.condition(s)
+        stack = _stack()
+        stack.append(cond)
+        try:
+            out = self.module(*args, **kwargs)
+        finally:
+            stack.pop()
+        return reenter_in_backward(out, cond)
 
     def extra_repr(self) -> str:
         return f"manifold={self.manifold!r}, converted={len(self.converted)} modules"
@@ -107,11 +157,29 @@ def _matches(selector: Selector, name: str, module: nn.Module) -> bool:
     return bool(selector(name, module))
 
 
-def _target(module: nn.Module) -> type[ManifoldModule] | None:
+def _target(module: nn.Module) -> tuple[type[nn.Module], type[ManifoldModule]] | None:
     for plain, target in CONVERTIBLE.items():
         if isinstance(module, plain):
-            return target
+            return plain, target
     return None
+
+
+#: methods whose override in a subclass means the plain op is not what the module computes
+_COMPUTING = ("forward", "_conv_forward")
+
+
+def _overrides(module: nn.Module, plain: type[nn.Module]) -> bool:
+    return any(getattr(type(module), name, None) is not getattr(plain, name, None)
+               for name in _COMPUTING if hasattr(plain, name))
+
+
+_SEQUENCE_FIRST = (nn.MultiheadAttention, nn.TransformerEncoderLayer,
+                   nn.TransformerDecoderLayer, nn.Transformer, nn.RNNBase)
+
+
+def _sequence_first(root: nn.Module) -> list[str]:
+    return [name or type(m).__name__ for name, m in root.named_modules()
+            if isinstance(m, _SEQUENCE_FIRST) and getattr(m, "batch_first", True) is False]
 
 
 def _plain_tensors(target: type[ManifoldModule], module: nn.Module) -> dict[str, Tensor]:
@@ -158,7 +226,7 @@ def _initialise(new: ManifoldModule, target: type[ManifoldModule], module: nn.Mo
 def manifoldify(model: nn.Module, manifold: Manifold, *,
                 include: Iterable[Selector] | None = None,
                 exclude: Iterable[Selector] = (), init: str = "constant",
-                batch_dim: int = 0, inplace: bool = False) -> ManifoldModel:
+                batch_dim: int | None = None, inplace: bool = False) -> ManifoldModel:
     """Turn any ``nn.Module`` into a manifold model, without editing its code.
 
     Every convertible submodule — ``Linear``, ``Conv1d/2d/3d`` (all options),
@@ -166,10 +234,14 @@ def manifoldify(model: nn.Module, manifold: Manifold, *,
     parameters; running statistics shared) and ``MultiheadAttention`` — is
     replaced by its manifold counterpart; each learnable tensor ``W`` becomes
     :math:`W(s) = \\sum_k a_k(s) W_k`. Other parameters stay ordinary (the same
-    at every ``s``) and are listed in ``ManifoldModel.shared``. A parameter tied
-    between two converted layers (e.g. an embedding and an output projection)
-    becomes two independent manifold tensors: convert with ``exclude=`` and tie
-    them again by hand if the tie matters.
+    at every ``s``) and are listed in ``ManifoldModel.shared``. A module object
+    that sits at several places of the model is converted once and stays one
+    module. A parameter tied between two *different* converted layers (e.g. an
+    embedding and an output projection) becomes two independent manifold
+    tensors: convert with ``exclude=`` and tie them again by hand if the tie
+    matters. A subclass of a convertible type that overrides ``forward`` (or
+    ``_conv_forward``) computes something the manifold layer does not know: it
+    is left ordinary, listed in ``ManifoldModel.skipped``, with a warning.
 
     Initialisation (``init``):
 
@@ -198,14 +270,18 @@ def manifoldify(model: nn.Module, manifold: Manifold, *,
         exclude: never convert submodules matching one of these.
         init: ``"constant"`` or ``"independent"``.
         batch_dim: the batch axis of activations inside the model (1 for
-            sequence-first transformers).
+            sequence-first transformers). Default: 0, except that a model
+            holding sequence-first modules (``batch_first=False`` attention,
+            transformer layers, RNNs) next to other converted layers must say
+            which (the layout of those other layers cannot be known).
         inplace: convert ``model`` itself instead of a copy.
 
     Returns:
         A :class:`ManifoldModel` called as ``model(*inputs, s=s)``.
 
     Raises:
-        ValueError: for an unknown ``init`` or a model with no convertible layer.
+        ValueError: for an unknown ``init``, a model with no convertible layer,
+            or a sequence-first model converted without ``batch_dim``.
         TypeError: if ``model`` is not a module or ``manifold`` not a Manifold.
 
     Examples:
@@ -229,21 +305,32 @@ def manifoldify(model: nn.Module, manifold: Manifold, *,
     include_list = None if include is None else list(include)
     exclude_list = list(exclude)
     converted: list[str] = []
+    skipped: list[str] = []
     done_prefixes: list[str] = []
-    for name, module in list(root.named_modules()):
+    memo: dict[int, nn.Module] = {}
+    for name, module in list(root.named_modules(remove_duplicate=False)):
         if any(name.startswith(p + ".") or p == "" for p in done_prefixes):
             continue
-        target = _target(module)
-        if target is None:
+        found = _target(module)
+        if found is None:
             continue
+        plain, target = found
         if include_list is not None and not any(_matches(sel, name, module)
                                                 for sel in include_list):
             continue
         if any(_matches(sel, name, module) for sel in exclude_list):
             continue
-        new = target.from_plain(module, manifold)  # type: ignore[attr-defined]
-        _initialise(new, target, module, manifold, init)
-        new.train(module.training)
+        if id(module) in memo:
+            new = memo[id(module)]
+        elif _overrides(module, plain):
+            if name not in skipped:
+                skipped.append(name)
+            continue
+        else:
+            new = target.from_plain(module, manifold)  # type: ignore[attr-defined]
+            _initialise(new, target, module, manifold, init)
+            new.train(module.training)
+            memo[id(module)] = new
         if not name:  # the model itself is a single convertible layer
             root = new
         else:
@@ -251,13 +338,36 @@ def manifoldify(model: nn.Module, manifold: Manifold, *,
             setattr(root.get_submodule(parent_name) if parent_name else root, child, new)
         converted.append(name)
         done_prefixes.append(name)
+    if skipped:
+        warnings.warn(
+            f"manifoldify left {len(skipped)} module(s) ordinary because their class overrides "
+            f"the computation of the layer it subclasses: {', '.join(skipped)}; they are the "
+            "same at every s. Exclude them to silence this, or replace them by manifold "
+            "layers yourself.", stacklevel=2)
     if not converted:
         kinds = ", ".join(t.__name__ for t in CONVERTIBLE)
         raise ValueError(
             f"no convertible layer found in {type(model).__name__}"
             + ("" if include_list is None and not exclude_list else " (after include/exclude)")
-            + f": weightmanifold converts {kinds}")
+            + f": weightmanifold converts {kinds}"
+            + (f" (left ordinary, overriding forward: {', '.join(skipped)})" if skipped else ""))
+    if batch_dim is None:
+        seq_first = _sequence_first(root)
+        inside = {id(p) for a in root.modules() if isinstance(a, ManifoldMultiheadAttention)
+                  for p in a.modules()}  # attention arranges its own projections' batch
+        batch_layers = [m for m in root.modules()
+                        if isinstance(m, ManifoldModule) and id(m) not in inside]
+        if seq_first and batch_layers:
+            raise ValueError(
+                f"{', '.join(seq_first[:3])} of {type(model).__name__} take sequence-first "
+                "input (batch_first=False), so the other converted layers may see the batch "
+                "along dim 1: say where it is, manifoldify(..., batch_dim=1) when activations "
+                "are [T, B, ...] throughout, or batch_dim=0 when the model transposes to "
+                "batch-first around those modules")
+        batch_dim = 0
+    if batch_dim not in (0, 1):
+        raise ValueError(f"batch_dim must be 0 or 1, got {batch_dim!r}")
     manifold_ids = {id(p) for m in root.modules() if isinstance(m, ManifoldModule)
                     for p in m.parameters()}
     shared = [n for n, p in root.named_parameters() if id(p) not in manifold_ids]
-    return ManifoldModel(root, manifold, batch_dim, converted, shared)
+    return ManifoldModel(root, manifold, batch_dim, converted, shared, skipped)

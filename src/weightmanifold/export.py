@@ -23,7 +23,8 @@ def at(model: nn.Module, s: object) -> nn.Module:
 
     Args:
         model: a :class:`~weightmanifold.conversion.ManifoldModel` (its wrapped
-            module is exported) or any module built from manifold layers.
+            module is exported) or any module built from manifold layers or
+            holding manifold models (exported recursively).
         s: a single condition: a number for one-dimensional manifolds, a
             ``dim``-vector otherwise.
 
@@ -41,7 +42,8 @@ def at(model: nn.Module, s: object) -> nn.Module:
         >>> type(plain).__name__
         'Linear'
     """
-    root = model.module if isinstance(model, ManifoldModel) else model
+    if isinstance(model, ManifoldModel):
+        return at(model.module, s)
     cache: dict[tuple, torch.Tensor] = {}
 
     def plain_of(module: ManifoldModule) -> nn.Module:
@@ -59,22 +61,27 @@ def at(model: nn.Module, s: object) -> nn.Module:
             p.requires_grad_(ref.requires_grad)
         return out
 
+    root = model
     if isinstance(root, ManifoldModule):
         return plain_of(root)
     memo: dict[int, object] = {}
-    # do not deep-copy the manifold layers: they are replaced
+    # do not deep-copy the manifold layers and nested manifold models: they are replaced
     for m in root.modules():
-        if isinstance(m, ManifoldModule):
+        if isinstance(m, (ManifoldModule, ManifoldModel)):
             memo[id(m)] = m
     out = copy.deepcopy(root, memo)
     replaced: list[str] = []
-    for name, module in list(out.named_modules()):
-        if not isinstance(module, ManifoldModule) or not name:
+    exported: dict[int, nn.Module] = {}  # a module at several places stays one module
+    for name, module in list(out.named_modules(remove_duplicate=False)):
+        if not isinstance(module, (ManifoldModule, ManifoldModel)) or not name:
             continue
         if any(name.startswith(r + ".") for r in replaced):
-            continue  # inside a layer already exported whole (attention projections)
+            continue  # inside a layer already exported whole (attention, nested models)
+        if id(module) not in exported:
+            exported[id(module)] = (at(module, s) if isinstance(module, ManifoldModel)
+                                    else plain_of(module))
         parent_name, _, child = name.rpartition(".")
         parent = out.get_submodule(parent_name) if parent_name else out
-        setattr(parent, child, plain_of(module))
+        setattr(parent, child, exported[id(module)])
         replaced.append(name)
     return out

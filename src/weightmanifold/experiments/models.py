@@ -314,6 +314,10 @@ def build_model(arch: str = "cnn", method: str = "plain", manifold: wm.Manifold 
     if method == "manifold":
         assert manifold is not None
         net = wm.manifoldify(net, manifold, init=init)
+        # the suite trains and evaluates eagerly: group each batch by condition, so that
+        # batches with few distinct conditions (few training angles, evaluation at one s,
+        # piecewise-constant experts) run one plain network per condition
+        net.grouped = True
     return Classifier(net, method, manifold, features)
 
 

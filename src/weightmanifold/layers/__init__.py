@@ -1,7 +1,9 @@
 """Layers: PyTorch modules whose parameters carry a leading basis axis of size ``n``."""
 
 from .attention import ManifoldMultiheadAttention
-from .base import Conditioning, ManifoldModule, single_condition
+from .base import ManifoldModule, single_condition
+from .conditioning import Conditioning, Groups, condition, manifolds_of
+from .context import active, conditioned, reenter_in_backward
 from .conv import ManifoldConv1d, ManifoldConv2d, ManifoldConv3d
 from .embedding import ManifoldEmbedding
 from .linear import ManifoldLinear
@@ -17,6 +19,7 @@ from .parameter import ManifoldParameter
 
 __all__ = [
     "Conditioning",
+    "Groups",
     "ManifoldBatchNorm1d",
     "ManifoldBatchNorm2d",
     "ManifoldBatchNorm3d",
@@ -31,5 +34,10 @@ __all__ = [
     "ManifoldMultiheadAttention",
     "ManifoldOp",
     "ManifoldParameter",
+    "active",
+    "condition",
+    "conditioned",
+    "manifolds_of",
+    "reenter_in_backward",
     "single_condition",
 ]

@@ -76,7 +76,8 @@ class ManifoldMultiheadAttention(ManifoldModule):
                 key_padding_mask: Tensor | None = None, need_weights: bool = True,
                 attn_mask: Tensor | None = None, average_attn_weights: bool = True,
                 is_causal: bool = False, s: object = None) -> tuple[Tensor, Tensor | None]:
-        cond, _ = self._resolve(s)
+        # the projections see the batch first, whatever the model's batch axis
+        cond = self._resolve(s).with_batch_dim(0)
         unbatched = query.dim() == 2
         if unbatched:
             query, key, value = (t.unsqueeze(1) for t in (query, key, value))

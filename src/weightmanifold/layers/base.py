@@ -1,17 +1,17 @@
-"""The base of manifold layers: :class:`ManifoldModule` and the per-batch :class:`Conditioning`."""
+"""The base of manifold layers: :class:`ManifoldModule`."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from ..topology import Manifold
+from .conditioning import Conditioning, Groups, condition
 from .context import active
 
-__all__ = ["Conditioning", "ManifoldModule", "single_condition"]
+__all__ = ["ManifoldModule", "single_condition"]
 
 
 def single_condition(
@@ -30,60 +30,6 @@ def single_condition(
     if t.shape[0] != 1:
         raise ValueError(f"expected a single condition s, got {t.shape[0]} ({list(t.shape)})")
     return manifold.coefficients(t)
-
-
-@dataclass(frozen=True)
-class Conditioning:
-    """The basis coefficients of one batch, computed once and shared by every layer.
-
-    Attributes:
-        coefficients: ``a(s_i)`` for every example, ``[B, n]``.
-        unique: the distinct rows of ``coefficients``, ``[U, n]``.
-        index: for every example, its row in ``unique``, ``[B]`` (int64).
-    """
-
-    coefficients: Tensor
-    unique: Tensor
-    index: Tensor
-
-    @property
-    def batch_size(self) -> int:
-        return self.coefficients.shape[0]
-
-    @property
-    def num_unique(self) -> int:
-        return self.unique.shape[0]
-
-    @classmethod
-    def from_s(cls, manifold: Manifold, s: object) -> Conditioning:
-        """Validate ``s`` for ``manifold`` and evaluate its basis once per distinct value.
-
-        Conditions whose coefficients coincide (two ``s`` in the same bin of a
-        degree-0 spline, say) are one point of the manifold: ``unique`` holds the
-        distinct coefficient rows.
-
-        Raises:
-            TypeError, ValueError: as :meth:`Manifold.coefficients`.
-        """
-        s2 = manifold.check(s)
-        if s2.shape[1] == 0:  # Point: a single network
-            coeffs = manifold._basis(s2)
-            return cls(coeffs, coeffs[:1], torch.zeros(len(s2), dtype=torch.long, device=s2.device))
-        uniq, index = torch.unique(s2.detach(), dim=0, return_inverse=True)
-        unique_coeffs = manifold._basis(uniq)
-        if len(uniq) > 1:  # distinct s, same point of the manifold
-            rows, remap = torch.unique(unique_coeffs.detach(), dim=0, return_inverse=True)
-            if len(rows) < len(uniq):
-                first = torch.zeros(len(rows), dtype=torch.long, device=remap.device)
-                first.scatter_(0, remap, torch.arange(len(remap), device=remap.device))
-                unique_coeffs, index = unique_coeffs[first], remap[index]
-        return cls(unique_coeffs[index], unique_coeffs, index)
-
-    def to(self, dtype: torch.dtype) -> Conditioning:
-        """The same conditioning with coefficients cast to ``dtype``."""
-        if self.coefficients.dtype == dtype:
-            return self
-        return Conditioning(self.coefficients.to(dtype), self.unique.to(dtype), self.index)
 
 
 class ManifoldModule(nn.Module):
@@ -122,40 +68,50 @@ class ManifoldModule(nn.Module):
             yield name, getattr(self, name)
 
     def conditioning(self, s: object) -> Conditioning:
-        """``s`` as a :class:`Conditioning` (passed through when it already is one)."""
+        """``s`` as a :class:`Conditioning` of this layer (passed through when it already is one).
+
+        Raises:
+            ValueError: if ``s`` is missing or invalid, or a conditioning built
+                for another manifold.
+        """
         if isinstance(s, Conditioning):
-            if s.coefficients.shape[1] != self.manifold.n:
-                raise ValueError(
-                    f"conditioning has {s.coefficients.shape[1]} basis coefficients, "
-                    f"but this layer's manifold {self.manifold!r} has n={self.manifold.n}"
-                )
+            s.basis_of(self.manifold, self._who())
             return s
         if s is None:
             raise ValueError(
-                f"{type(self).__name__} lives on {self.manifold!r}: call it with the "
+                f"{self._who()} lives on {self.manifold!r}: call it with the "
                 "conditions s (one per example)"
             )
-        return Conditioning.from_s(self.manifold, s)
+        return condition(self.manifold, s)
 
-    def _resolve(self, s: object) -> tuple[Conditioning, int]:
+    def _who(self) -> str:
+        return type(self).__name__
+
+    def _resolve(self, s: object) -> Conditioning:
+        """The conditioning of this call: ``s`` itself, built from ``s``, or the ambient one."""
         if s is None:
             ctx = active()
             if ctx is None:
                 raise ValueError(
-                    f"{type(self).__name__} lives on {self.manifold!r} and was called without "
-                    "conditions: pass s (layer(x, s) or model(x, s=s))"
+                    f"{self._who()} lives on {self.manifold!r} and was called without "
+                    "conditions: pass s (layer(x, s) or model(x, s=s)), or make a "
+                    "conditioning ambient with wm.conditioned(wm.condition(model, s))"
                 )
-            return self.conditioning(ctx.conditioning), ctx.batch_dim
-        return self.conditioning(s), 0
+            s = ctx
+        return self.conditioning(s)
 
-    def _check_batch(self, x: Tensor, cond: Conditioning, batch_dim: int) -> None:
-        b = cond.batch_size
+    def _coefficients(self, cond: Conditioning) -> tuple[Tensor, Groups | None]:
+        return cond.basis_of(self.manifold, self._who())
+
+    def _check_batch(self, x: Tensor, cond: Conditioning) -> None:
+        """Shapes only: ``B`` conditions need ``B`` examples along the batch axis."""
+        b, batch_dim = cond.batch_size, cond.batch_dim
         if b == 1:
             return
         if x.ndim <= batch_dim or x.shape[batch_dim] != b:
             got = x.shape[batch_dim] if x.ndim > batch_dim else "no"
             raise ValueError(
-                f"{type(self).__name__}: s holds {b} conditions but the input of shape "
+                f"{self._who()}: s holds {b} conditions but the input of shape "
                 f"{list(x.shape)} has {got} examples along its batch axis (dim {batch_dim}); "
                 "give one condition per example (or a single one for the whole batch); "
                 "for sequence-first models convert with batch_dim=1"

@@ -5,19 +5,22 @@ Because each op is linear in its weight,
 .. math:: W(s_i)\\, x_i = \\sum_k a_k(s_i)\\, (W_k x_i),
 
 a batch is computed with only the ``n`` basis tensors in memory. Three paths,
-chosen per call, all exactly equal to materialising :math:`W(s_i)` per example:
+all exactly equal to materialising :math:`W(s_i)` per example, chosen from
+shapes and from what the caller asked for — never from the values of ``s``:
 
-* **single** — one distinct condition in the batch: materialise :math:`W(s)`
-  once and run the plain op (at inference with one ``s`` this costs exactly a
-  plain network);
-* **shared** — at most as many distinct points ``U`` as basis points ``n``:
-  materialise ``U`` weights and run the plain op on each group of examples;
+* **single** — the conditioning holds one condition for the whole batch
+  (``B = 1``): materialise :math:`W(s)` once and run the plain op (inference at
+  one ``s`` costs exactly a plain network);
+* **shared** — the caller grouped the examples by point of the manifold
+  (``wm.condition(model, s, grouped=True)``, an eager step) and there are at
+  most as many points ``U`` as basis points ``n``: materialise ``U`` weights and
+  run the plain op on each group;
 * **basis** — otherwise: one op on the stacked basis, either with ``n×`` the
   output channels whose outputs are mixed per example with :math:`a_k(s_i)`, or
   (when the input is the smaller side) on inputs pre-scaled by :math:`a_k(s_i)`
   and stacked along the input channels, against the basis concatenated along
   its input axis. Both are the same sum; the path with the smaller ``n×``
-  intermediate tensor is taken.
+  intermediate tensor is taken (a choice made from shapes).
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .base import Conditioning, ManifoldModule
+from .base import ManifoldModule
+from .conditioning import Groups
 
 __all__ = ["ManifoldOp"]
 
@@ -41,8 +45,8 @@ class ManifoldOp(ManifoldModule):
     Attributes:
         mix: for the basis path of dense and conv layers, ``"auto"`` (the
             smaller intermediate), ``"input"`` or ``"output"`` mixing.
-        path: ``"auto"`` (see :meth:`use_shared`), or force ``"shared"`` or
-            ``"basis"`` for batches with more than one distinct condition.
+        path: ``"auto"`` (see :meth:`choose_path`), or force ``"shared"`` (needs a
+            grouped conditioning) or ``"basis"`` for batches of several conditions.
     """
 
     mix: str = "auto"
@@ -60,46 +64,65 @@ class ManifoldOp(ManifoldModule):
         """Apply the op at the conditions ``s`` (one per example, or one for the batch).
 
         Args:
-            x: the input, batch along ``batch_dim`` (0 unless converted otherwise).
-            s: conditions as accepted by the manifold, or ``None`` inside a
-                :class:`~weightmanifold.conversion.ManifoldModel` call.
+            x: the input, batch along the conditioning's ``batch_dim`` (0 unless
+                converted otherwise).
+            s: a :class:`~weightmanifold.Conditioning`, conditions as accepted by
+                the manifold, or ``None`` to use the ambient conditioning (inside
+                a :class:`~weightmanifold.ManifoldModel` call or
+                :func:`~weightmanifold.conditioned`).
 
         Raises:
-            ValueError: if ``s`` is missing, invalid, or does not match the batch.
+            ValueError: if ``s`` is missing, invalid, built for another manifold,
+                or does not match the batch.
         """
-        cond, bd = self._resolve(s)
-        self._check_batch(x, cond, bd)
-        if cond.num_unique == 1:
-            return self._plain(x, *self.materialise(cond.unique[0]))
-        if self.use_shared(cond):
-            return self._shared_forward(x, cond, bd)
-        return self._basis_forward(x, cond.coefficients.to(self.weight.dtype), bd)
+        cond = self._resolve(s)
+        a, groups = self._coefficients(cond)
+        self._check_batch(x, cond)
+        if cond.batch_size == 1:
+            return self._plain(x, *self.materialise(a[0]))
+        path = self.choose_path(groups)
+        if path == "single":
+            return self._plain(x, *self.materialise(groups.unique[0]))  # type: ignore[union-attr]
+        if path == "shared":
+            return self._shared_forward(x, groups, cond.batch_dim)  # type: ignore[arg-type]
+        return self._basis_forward(x, a.to(self.weight.dtype), cond.batch_dim)
 
-    def use_shared(self, cond: Conditioning) -> bool:
-        """Whether a batch runs per distinct condition (shared) rather than on the basis.
+    def choose_path(self, groups: Groups | None) -> str:
+        """``"single"``, ``"shared"`` or ``"basis"`` for a batch of several conditions.
 
-        ``"auto"``: when the batch holds at most as many distinct points of the
-        manifold as basis points. The shared path does the arithmetic of one
-        plain network per example (plus one weight materialisation per point);
-        the basis path ``n`` times that. At ``U = n`` the shared path was the
-        faster of the two on the paper CNN; piecewise-constant "experts"
-        (``BSpline(n, degree=0)``) always take it, at the cost of one network.
+        Decided by :attr:`path` and by whether the caller grouped the examples
+        (:class:`~weightmanifold.layers.conditioning.Groups`): without groups,
+        ``"auto"`` is the basis path. With groups, ``"auto"`` takes the shared
+        path when there are at most ``n`` distinct points (the shared path does
+        the arithmetic of one plain network per example, the basis path ``n``
+        times that; piecewise-constant experts always qualify) and the single
+        path when there is one.
+
+        Raises:
+            ValueError: for an unknown :attr:`path`, or ``"shared"`` without groups.
         """
         if self.path not in ("auto", "shared", "basis"):
             raise ValueError(f"path must be 'auto', 'shared' or 'basis', got {self.path!r}")
-        if self.path != "auto":
-            return self.path == "shared"
-        return cond.num_unique <= self.manifold.n
+        if groups is None:
+            if self.path == "shared":
+                raise ValueError(
+                    f"{self._who()} has path='shared', which needs the examples grouped by "
+                    "condition (a data-dependent, eager step): call the model with "
+                    "s=wm.condition(model, s, grouped=True), or set model.grouped = True")
+            return "basis"
+        if groups.num_unique == 1 and self.path != "basis":
+            return "single"
+        if self.path == "shared" or (self.path == "auto" and groups.num_unique <= self.manifold.n):
+            return "shared"
+        return "basis"
 
-    def _shared_forward(self, x: Tensor, cond: Conditioning, bd: int) -> Tensor:
-        order = torch.argsort(cond.index, stable=True)
-        counts = torch.bincount(cond.index, minlength=cond.num_unique).tolist()
-        parts = x.index_select(bd, order).split(counts, dim=bd)
+    def _shared_forward(self, x: Tensor, groups: Groups, bd: int) -> Tensor:
+        parts = x.index_select(bd, groups.order).split(list(groups.counts), dim=bd)
         outs = [
-            self._plain(part, *self.materialise(cond.unique[u]))
+            self._plain(part, *self.materialise(groups.unique[u]))
             for u, part in enumerate(parts)
         ]
-        return torch.cat(outs, dim=bd).index_select(bd, torch.argsort(order))
+        return torch.cat(outs, dim=bd).index_select(bd, groups.restore)
 
     def _mix_inputs(self, inputs_smaller: bool) -> bool:
         if self.mix not in ("auto", "input", "output"):

@@ -26,7 +26,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..topology import Manifold
-from .base import Conditioning
 from .linear_op import ManifoldOp
 
 __all__ = [
@@ -58,27 +57,28 @@ class _AffineNorm(ManifoldOp):
         return (None if w is None else w.reshape(shape), None if b is None else b.reshape(shape))
 
     def forward(self, x: Tensor, s: object = None) -> Tensor:
+        """Normalise ``x`` and apply the affine map at the conditions ``s`` (see module doc)."""
         if self.weight is None and self.bias is None:
             return self._plain(x, None, None)
-        cond, bd = self._resolve(s)
-        self._check_batch(x, cond, bd)
-        if cond.num_unique == 1:
-            return self._plain(x, *self.materialise(cond.unique[0]))
+        cond = self._resolve(s)
+        a, _ = self._coefficients(cond)
+        self._check_batch(x, cond)
+        if cond.batch_size == 1:
+            return self._plain(x, *self.materialise(a[0]))
         y = self._plain(x, None, None)
-        return self._affine(y, cond, bd)
+        return self._affine(y, a, cond.batch_dim)
 
-    def _per_example(self, p: Tensor | None, cond: Conditioning) -> Tensor | None:
+    def _per_example(self, p: Tensor | None, a: Tensor) -> Tensor | None:
         if p is None:
             return None
-        values = cond.unique.to(p.dtype) @ p.flatten(1)
-        return values[cond.index].reshape(cond.batch_size, *p.shape[1:])
+        return (a.to(p.dtype) @ p.flatten(1)).reshape(a.shape[0], *p.shape[1:])
 
-    def _affine(self, y: Tensor, cond: Conditioning, bd: int) -> Tensor:
+    def _affine(self, y: Tensor, a: Tensor, bd: int) -> Tensor:
         if bd != 0:
             raise ValueError(f"{type(self).__name__} takes its batch along dim 0, not {bd}")
         trailing = [1] * (y.ndim - 2)
-        w = self._per_example(self.weight, cond)
-        b = self._per_example(self.bias, cond)
+        w = self._per_example(self.weight, a)
+        b = self._per_example(self.bias, a)
         if w is not None:
             y = y * w.reshape(*w.shape, *trailing)
         if b is not None:
@@ -110,12 +110,12 @@ class ManifoldLayerNorm(_AffineNorm):
     def _plain(self, x: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
         return F.layer_norm(x, self.normalized_shape, weight, bias, self.eps)
 
-    def _affine(self, y: Tensor, cond: Conditioning, bd: int) -> Tensor:
+    def _affine(self, y: Tensor, a: Tensor, bd: int) -> Tensor:
         lead = y.ndim - len(self.normalized_shape) - 1
         if lead < 0:
             raise ValueError(f"ManifoldLayerNorm needs a batch axis, got shape {list(y.shape)}")
-        for p, op in ((self._per_example(self.weight, cond), torch.mul),
-                      (self._per_example(self.bias, cond), torch.add)):
+        for p, op in ((self._per_example(self.weight, a), torch.mul),
+                      (self._per_example(self.bias, a), torch.add)):
             if p is not None:
                 y = op(y, p.reshape(p.shape[0], *([1] * lead), *p.shape[1:]).movedim(0, bd))
         return y

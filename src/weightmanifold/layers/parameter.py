@@ -58,12 +58,16 @@ class ManifoldParameter(ManifoldModule):
         """Shape of the tensor at one point of the manifold."""
         return self.basis.shape[1:]
 
-    def forward(self, s: object) -> Tensor:
-        """``T(s_i)`` for every example, ``[B, *shape]`` (``s``: conditions or a Conditioning)."""
-        cond = self.conditioning(s).to(self.basis.dtype)
+    def forward(self, s: object = None) -> Tensor:
+        """``T(s_i)`` for every example, ``[B, *shape]``.
+
+        Args:
+            s: conditions, a :class:`~weightmanifold.Conditioning`, or ``None``
+                for the ambient conditioning.
+        """
+        a, _ = self._coefficients(self._resolve(s))
         flat = self.basis.reshape(self.manifold.n, -1)
-        values = cond.unique @ flat
-        return values[cond.index].reshape(cond.batch_size, *self.shape)
+        return (a.to(self.basis.dtype) @ flat).reshape(a.shape[0], *self.shape)
 
     def at(self, s: float | Sequence[float] | Tensor) -> Tensor:
         """The tensor at one condition ``s`` (shape ``shape``)."""

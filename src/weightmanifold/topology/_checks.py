@@ -48,24 +48,58 @@ def as_condition_batch(s: object, dim: int, name: str) -> Tensor:
     )
 
 
+def tracing() -> bool:
+    """Whether ``s`` is being traced (``torch.compile``, ``torch.export``, FX, TorchScript)."""
+    return bool(torch.compiler.is_compiling() or torch.jit.is_tracing()
+                or torch.fx._symbolic_trace.is_fx_symbolic_tracing())
+
+
+def vmapped(t: Tensor) -> bool:
+    """Whether ``t`` is batched by ``torch.func.vmap`` (no data-dependent checks possible)."""
+    return bool(torch._C._functorch.is_batchedtensor(t))
+
+
+def raise_where(bad: Tensor, message: Callable[[], str], static: str) -> None:
+    """Raise ``ValueError(message())`` if any element of ``bad`` is true.
+
+    In eager mode this reads one boolean from the device (one host sync per
+    batch, at the door of a model, never inside a layer). Inside a traced
+    region it becomes ``torch._assert_async`` with the fixed text ``static``:
+    no graph break, no host sync, and the compiled or exported program still
+    refuses the bad value when it runs. Under ``vmap`` nothing can be checked
+    per element; the values pass unchecked.
+    """
+    if vmapped(bad):
+        return
+    if tracing():
+        torch._assert_async(~bad.any(), static)
+        return
+    if bad.any():
+        raise ValueError(message())
+
+
 def check_finite(s: Tensor, name: str) -> None:
     bad = ~torch.isfinite(s)
-    if bad.any():
+
+    def message() -> str:
         rows = bad.reshape(len(s), -1).any(dim=1).nonzero().flatten()
         vals = s.reshape(len(s), -1)[rows, bad.reshape(len(s), -1)[rows].float().argmax(dim=1)]
-        raise ValueError(f"{name}: s holds NaN or inf at {_listed(rows, vals)}")
+        return f"{name}: s holds NaN or inf at {_listed(rows, vals)}"
+
+    raise_where(bad, message, f"{name}: s holds NaN or inf")
 
 
 def check_unit_interval(col: Tensor, name: str, j: int, dim: int) -> None:
     bad = (col < 0) | (col > 1)
-    if bad.any():
+    where = "" if dim == 1 else f" (column {j})"
+    hint = "; pass clamp=True when building the manifold to clamp such values instead"
+
+    def message() -> str:
         rows = bad.nonzero().flatten()
-        where = "" if dim == 1 else f" (column {j})"
-        raise ValueError(
-            f"{name}: s lies outside the bounded domain [0, 1]{where} at "
-            f"{_listed(rows, col[rows])}; pass clamp=True when building the "
-            "manifold to clamp such values instead"
-        )
+        return (f"{name}: s lies outside the bounded domain [0, 1]{where} at "
+                f"{_listed(rows, col[rows])}{hint}")
+
+    raise_where(bad, message, f"{name}: s lies outside the bounded domain [0, 1]{where}{hint}")
 
 
 def learned_indices(frozen: Sequence[int], n: int) -> list[int]:

@@ -66,24 +66,24 @@ class Sphere(Manifold):
         _checks.check_finite(s2, "Sphere")
         norm = s2.norm(dim=1)
         if self.normalize:
-            if (norm == 0).any():
-                rows = (norm == 0).nonzero().flatten()
-                raise ValueError(
-                    f"Sphere: cannot normalise zero vectors at rows {rows.tolist()[:5]}"
-                )
+            zero = norm == 0
+            _checks.raise_where(
+                zero, lambda: "Sphere: cannot normalise zero vectors at rows "
+                f"{zero.nonzero().flatten().tolist()[:5]}", "Sphere: cannot normalise zero vectors")
             return s2 / norm[:, None]
         tol = math.sqrt(torch.finfo(s2.dtype).eps)
         bad = (norm - 1).abs() > tol
-        if bad.any():
+        hint = "normalise s or build Sphere(normalize=True)"
+
+        def message() -> str:
             rows = bad.nonzero().flatten()
             shown = ", ".join(
                 f"|s[{int(i)}]|={float(norm[i]):.6g} (|s|-1={float(norm[i] - 1):.2g})"
                 for i in rows[:5]
             )
-            raise ValueError(
-                f"Sphere expects unit 3-vectors (tolerance {tol:.1e}); got {shown}; "
-                "normalise s or build Sphere(normalize=True)"
-            )
+            return f"Sphere expects unit 3-vectors (tolerance {tol:.1e}); got {shown}; {hint}"
+
+        _checks.raise_where(bad, message, f"Sphere expects unit 3-vectors; {hint}")
         return s2
 
     def _basis(self, s: Tensor) -> Tensor:

@@ -1,0 +1,235 @@
+"""The conditioning of one batch as a value: :class:`Conditioning` and :func:`condition`.
+
+A batch's conditioning is everything a manifold layer needs besides its input:
+the basis coefficients :math:`a(s_i)` of every example for every manifold the
+model lives on, the axis of the batch in the activations, and — only when the
+caller asks for it — the examples grouped by the point of the manifold they sit
+at. It is built once per batch by :func:`condition` and handed to the layers,
+which are pure functions of ``(x, conditioning)``: they never look at the
+values of ``s``, never synchronise with the host, and choose their path from
+shapes and from what the conditioning carries.
+
+Validation of ``s`` (shape, NaN/inf, domain) happens here, once. In eager mode a
+bad value raises ``ValueError`` naming the offending entries; inside
+``torch.compile`` or ``torch.export`` the same check is an asynchronous assert
+(no graph break, no host sync).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor, nn
+
+from ..topology import Manifold, _checks
+
+__all__ = ["Conditioning", "Groups", "condition", "manifolds_of"]
+
+
+@dataclass(frozen=True)
+class Groups:
+    """The examples of a batch grouped by the point of a manifold they sit at.
+
+    Built eagerly by :func:`condition` with ``grouped=True`` (a data-dependent
+    step: it reads the distinct points back to the host), it lets a layer run
+    one plain op per distinct point — the cheap path when a batch holds few
+    distinct conditions (evaluation sweeps, piecewise-constant experts).
+
+    Attributes:
+        unique: coefficients of the distinct points, ``[U, n]`` (differentiable
+            with respect to ``s``).
+        order: the examples sorted by group (stable), ``[B]`` int64.
+        restore: the inverse permutation of ``order``, ``[B]`` int64.
+        counts: examples per group, Python ints (part of the value's shape: a
+            compiled model specialises on them).
+    """
+
+    unique: Tensor
+    order: Tensor
+    restore: Tensor
+    counts: tuple[int, ...]
+
+    @classmethod
+    def of(cls, coefficients: Tensor) -> Groups:
+        """Group the rows of ``coefficients`` ``[B, n]`` (eager only).
+
+        Raises:
+            RuntimeError: inside a traced region, where grouping would break the graph.
+        """
+        if _checks.tracing():
+            raise RuntimeError(
+                "grouping examples by condition reads data back to the host and cannot be "
+                "traced: build the conditioning with wm.condition(model, s, grouped=True) "
+                "outside the compiled region, or use grouped=False")
+        rows, inverse = torch.unique(coefficients.detach(), dim=0, return_inverse=True)
+        first = torch.zeros(len(rows), dtype=torch.long, device=inverse.device)
+        first.scatter_reduce_(0, inverse, torch.arange(len(inverse), device=inverse.device),
+                              reduce="amin", include_self=False)
+        order = torch.argsort(inverse, stable=True)
+        counts = torch.bincount(inverse, minlength=len(rows)).tolist()
+        return cls(coefficients[first], order, torch.argsort(order), tuple(counts))
+
+    @property
+    def num_unique(self) -> int:
+        return len(self.counts)
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """The conditioning of one batch, built once (:func:`condition`) and shared by every layer.
+
+    Attributes:
+        manifolds: the manifolds it holds coefficients for.
+        bases: for each of ``manifolds``, :math:`a(s_i)` of every example,
+            ``[B, n]`` (differentiable with respect to ``s``). ``B = 1`` is one
+            condition for the whole batch.
+        batch_dim: the batch axis of the activations (0, or 1 for
+            sequence-first models).
+        groups: for each manifold, the examples grouped by point
+            (:class:`Groups`), or ``None`` when not asked for.
+
+    Examples:
+        >>> import torch, weightmanifold as wm
+        >>> layer = wm.ManifoldLinear(wm.Ellipse(), 4, 2)
+        >>> cond = wm.condition(layer, torch.rand(8))
+        >>> cond.batch_size, cond.coefficients.shape
+        (8, torch.Size([8, 3]))
+        >>> layer(torch.randn(8, 4), cond).shape
+        torch.Size([8, 2])
+    """
+
+    manifolds: tuple[Manifold, ...]
+    bases: tuple[Tensor, ...]
+    batch_dim: int = 0
+    groups: tuple[Groups | None, ...] | None = None
+
+    @property
+    def batch_size(self) -> int:
+        """Number of conditions (1: one condition for the whole batch)."""
+        return self.bases[0].shape[0]
+
+    @property
+    def coefficients(self) -> Tensor:
+        """The coefficients ``[B, n]`` of a conditioning built for a single manifold.
+
+        Raises:
+            ValueError: if it holds several manifolds (use :meth:`basis_of`).
+        """
+        if len(self.bases) != 1:
+            raise ValueError(
+                f"this conditioning holds {len(self.bases)} manifolds "
+                f"{list(self.manifolds)}: use basis_of(manifold)")
+        return self.bases[0]
+
+    def basis_of(self, manifold: Manifold, who: str = "a layer") -> tuple[Tensor, Groups | None]:
+        """The coefficients ``[B, n]`` (and groups) of ``manifold``.
+
+        Raises:
+            ValueError: if the conditioning was built for other manifolds.
+        """
+        for i, m in enumerate(self.manifolds):
+            if m is manifold or m == manifold:
+                return self.bases[i], None if self.groups is None else self.groups[i]
+        raise ValueError(
+            f"{who} lives on {manifold!r}, but the conditioning was built for "
+            f"{', '.join(map(repr, self.manifolds))}: build it for the model that is called "
+            "(wm.condition(model, s)), or pass s itself")
+
+    def with_batch_dim(self, batch_dim: int) -> Conditioning:
+        """The same conditioning for activations whose batch is along ``batch_dim``."""
+        return self if batch_dim == self.batch_dim else replace(self, batch_dim=batch_dim)
+
+    def to(self, dtype: torch.dtype) -> Conditioning:
+        """The same conditioning with coefficients cast to ``dtype``."""
+        if all(b.dtype == dtype for b in self.bases):
+            return self
+        groups = None if self.groups is None else tuple(
+            None if g is None else replace(g, unique=g.unique.to(dtype)) for g in self.groups)
+        return replace(self, bases=tuple(b.to(dtype) for b in self.bases), groups=groups)
+
+    @classmethod
+    def from_s(cls, manifold: Manifold, s: object, *, batch_dim: int = 0,
+               grouped: bool = False) -> Conditioning:
+        """The conditioning of ``s`` on one manifold (see :func:`condition`)."""
+        return condition(manifold, s, batch_dim=batch_dim, grouped=grouped)
+
+
+def manifolds_of(module: nn.Module) -> tuple[Manifold, ...]:
+    """The distinct manifolds of the manifold layers in ``module``, in module order."""
+    from .base import ManifoldModule
+
+    out: list[Manifold] = []
+    for m in module.modules():
+        if isinstance(m, ManifoldModule) and not any(m.manifold == o for o in out):
+            out.append(m.manifold)
+    return tuple(out)
+
+
+def _as_manifolds(target: object) -> tuple[tuple[Manifold, ...], int | None]:
+    if isinstance(target, Manifold):
+        return (target,), None
+    if isinstance(target, nn.Module):
+        found = manifolds_of(target)
+        if not found:
+            raise ValueError(f"{type(target).__name__} has no manifold layer to condition")
+        return found, getattr(target, "batch_dim", None)
+    if isinstance(target, Iterable):
+        items = tuple(target)
+        if items and all(isinstance(m, Manifold) for m in items):
+            return items, None
+    raise TypeError(
+        "condition() takes a Manifold, a sequence of Manifolds or a module with manifold "
+        f"layers, got {type(target).__name__}")
+
+
+def condition(target: Manifold | Sequence[Manifold] | nn.Module, s: object, *,
+              batch_dim: int | None = None, grouped: bool = False,
+              dtype: torch.dtype | None = None) -> Conditioning:
+    """Validate ``s`` and evaluate the basis of every manifold of ``target`` once.
+
+    Args:
+        target: a manifold, several, or a module (a converted model or any module
+            built from manifold layers: every manifold among its layers).
+        s: one condition per example (``[B]`` or ``[B, dim]``), or a single
+            condition for the whole batch (a number, a 0-d tensor, ``[1]``).
+        batch_dim: the batch axis of activations; default: the model's
+            (``ManifoldModel.batch_dim``), else 0.
+        grouped: also group the examples by point of the manifold
+            (:class:`Groups`). A data-dependent, eager-only step that makes
+            layers run one plain op per distinct point when there are few.
+        dtype: floating dtype for an ``s`` given as Python numbers (default:
+            the default dtype); tensors keep their own.
+
+    Returns:
+        A :class:`Conditioning`, differentiable with respect to ``s``.
+
+    Raises:
+        TypeError, ValueError: for an invalid ``s`` (shape, dtype, NaN/inf,
+            outside the domain), as :meth:`Manifold.coefficients`, naming the
+            manifold and the offending entries.
+
+    Examples:
+        >>> import torch, weightmanifold as wm
+        >>> cond = wm.condition(wm.Line(), torch.tensor([0.0, 0.5]))
+        >>> cond.coefficients
+        tensor([[1.0000, 0.0000],
+                [0.5000, 0.5000]])
+    """
+    manifolds, model_bd = _as_manifolds(target)
+    bd = (model_bd or 0) if batch_dim is None else int(batch_dim)
+    if not isinstance(s, Tensor) and dtype is not None and not isinstance(s, bool):
+        try:
+            s = torch.as_tensor(s, dtype=dtype)
+        except (TypeError, ValueError, RuntimeError):
+            pass  # the manifold's check names the problem
+    bases = []
+    for m in manifolds:
+        a = m.coefficients(s)
+        if bases and a.shape[0] != bases[0].shape[0]:
+            raise ValueError(f"s gives {a.shape[0]} conditions on {m!r} but "
+                             f"{bases[0].shape[0]} on {manifolds[0]!r}")
+        bases.append(a)
+    groups = tuple(Groups.of(a) for a in bases) if grouped else None
+    return Conditioning(tuple(manifolds), tuple(bases), bd, groups)
