@@ -173,8 +173,8 @@ def _overrides(module: nn.Module, plain: type[nn.Module]) -> bool:
                for name in _COMPUTING if hasattr(plain, name))
 
 
-_SEQUENCE_FIRST = (nn.MultiheadAttention, nn.TransformerEncoderLayer,
-                   nn.TransformerDecoderLayer, nn.Transformer, nn.RNNBase)
+_SEQUENCE_FIRST = (nn.MultiheadAttention, ManifoldMultiheadAttention, nn.Transformer,
+                   nn.RNNBase)
 
 
 def _sequence_first(root: nn.Module) -> list[str]:
@@ -323,8 +323,9 @@ def manifoldify(model: nn.Module, manifold: Manifold, *,
         if id(module) in memo:
             new = memo[id(module)]
         elif _overrides(module, plain):
-            if name not in skipped:
-                skipped.append(name)
+            where = name or type(module).__name__
+            if where not in skipped:
+                skipped.append(where)
             continue
         else:
             new = target.from_plain(module, manifold)  # type: ignore[attr-defined]
@@ -351,6 +352,10 @@ def manifoldify(model: nn.Module, manifold: Manifold, *,
             + ("" if include_list is None and not exclude_list else " (after include/exclude)")
             + f": weightmanifold converts {kinds}"
             + (f" (left ordinary, overriding forward: {', '.join(skipped)})" if skipped else ""))
+    for m in root.modules():
+        if isinstance(m, nn.TransformerEncoder):
+            # torch's nested-tensor fast path runs fused kernels on plain weights
+            m.use_nested_tensor = False
     if batch_dim is None:
         seq_first = _sequence_first(root)
         inside = {id(p) for a in root.modules() if isinstance(a, ManifoldMultiheadAttention)

@@ -189,6 +189,12 @@ class Preconditioned(torch.optim.Optimizer):
                 "are not in the optimizer; build it over model.parameters()"
             )
         self._metric = _Metric(measure=measure, frozen=self.frozen, singular=singular, eps=eps)
+        # parameters whose current gradient is already preconditioned; a backward pass that
+        # accumulates into a gradient un-marks it (the hook holds the set, not the optimizer)
+        self._marked: set[int] = set()
+        marked = self._marked
+        self._hooks = [p.register_post_accumulate_grad_hook(
+            lambda q, marked=marked: marked.discard(id(q))) for p, _ in self._params]
         for _, manifold in self._params:  # fail early on a bad measure / frozen set
             self._metric.matrix(manifold)
 
@@ -214,6 +220,7 @@ class Preconditioned(torch.optim.Optimizer):
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)
+        self._marked.clear()
 
     # -- hooks: the Optimizer API, registered on the wrapped optimiser (whose step and
     # state_dict run inside ours; step hooks therefore see preconditioned gradients) --------
@@ -237,8 +244,16 @@ class Preconditioned(torch.optim.Optimizer):
 
     # -- stepping ----------------------------------------------------------------------------
     def precondition(self) -> None:
-        """Precondition the current gradients in place (what :meth:`step` does first)."""
-        self._metric.apply(self._params)
+        """Precondition the current gradients in place (what :meth:`step` does first).
+
+        Each gradient is preconditioned once: calling this before :meth:`step`
+        (to clip the preconditioned gradient, say) does not make :meth:`step`
+        apply the metric again, and calling it twice is the same as once. A
+        backward pass that accumulates into a gradient makes it fresh again.
+        """
+        todo = [(p, m) for p, m in self._params if p.grad is not None and id(p) not in self._marked]
+        self._metric.apply(todo)
+        self._marked.update(id(p) for p, _ in todo)
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """Precondition the gradients, then step the wrapped optimiser.
@@ -259,6 +274,7 @@ class Preconditioned(torch.optim.Optimizer):
                 return out
 
             loss = self.optimizer.step(preconditioned_closure)
+        self._marked.clear()
         self._restore(saved)
         return loss
 
@@ -310,7 +326,7 @@ class Preconditioned(torch.optim.Optimizer):
         return f"Preconditioned({self.optimizer!r}, frozen={list(self.frozen)})"
 
     def __getstate__(self) -> dict[str, Any]:
-        return self.__dict__
+        return {k: v for k, v in self.__dict__.items() if k != "_hooks"}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)

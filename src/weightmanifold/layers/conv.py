@@ -52,6 +52,31 @@ class _ManifoldConvNd(ManifoldOp):
         else:
             self.register_parameter("bias", None)
 
+    def _apply(self, fn: Any, recurse: bool = True) -> _ManifoldConvNd:  # type: ignore[override]
+        """Apply ``fn`` to the basis as to the ``n · out`` kernels it holds.
+
+        ``Module.to(memory_format=torch.channels_last)`` converts 4-D tensors
+        (``channels_last_3d``: 5-D); the basis of a 2-D convolution is 5-D,
+        ``[n, out, in, kh, kw]``. Seen as ``[n · out, in, kh, kw]`` every basis
+        kernel gets the layout asked for, and device and dtype moves are
+        unchanged.
+        """
+        basis_dims = self._dims + 3
+
+        def per_kernel(t: Tensor) -> Tensor:
+            if t.dim() == basis_dims:
+                return fn(t.flatten(0, 1)).unflatten(0, t.shape[:2])
+            return fn(t)
+
+        return super()._apply(per_kernel, recurse)
+
+    def _like_input(self, y: Tensor, x: Tensor) -> Tensor:
+        """``y`` in the memory format of ``x`` (channels-last in, channels-last out)."""
+        fmt = {4: torch.channels_last, 5: torch.channels_last_3d}.get(x.dim())
+        if fmt is not None and not x.is_contiguous() and x.is_contiguous(memory_format=fmt):
+            return y.contiguous(memory_format=fmt)
+        return y
+
     def _pad(self, x: Tensor) -> tuple[Tensor, Any]:
         if self.padding_mode != "zeros":
             return F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode), 0
@@ -96,7 +121,7 @@ class _ManifoldConvNd(ManifoldOp):
             y = torch.einsum("bgnc...,bn->bgc...", y, a).reshape(b, cout, *sp)
         if self.bias is not None:
             y = y + (a @ self.bias).reshape(b, cout, *([1] * self._dims))
-        return y
+        return self._like_input(y, x)
 
     def _out_spatial(self, sizes: torch.Size) -> list[int]:
         d = self._dims

@@ -54,9 +54,14 @@ def tracing() -> bool:
                 or torch.fx._symbolic_trace.is_fx_symbolic_tracing())
 
 
-def vmapped(t: Tensor) -> bool:
-    """Whether ``t`` is batched by ``torch.func.vmap`` (no data-dependent checks possible)."""
-    return bool(torch._C._functorch.is_batchedtensor(t))
+def vmapped() -> bool:
+    """Whether a ``torch.func.vmap`` is running (no data-dependent checks possible)."""
+    if torch._C._functorch.peek_interpreter_stack() is None:
+        return False
+    from torch._C._functorch import TransformType
+    from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
+
+    return any(i.key() == TransformType.Vmap for i in retrieve_all_functorch_interpreters())
 
 
 def raise_where(bad: Tensor, message: Callable[[], str], static: str) -> None:
@@ -69,10 +74,10 @@ def raise_where(bad: Tensor, message: Callable[[], str], static: str) -> None:
     refuses the bad value when it runs. Under ``vmap`` nothing can be checked
     per element; the values pass unchecked.
     """
-    if vmapped(bad):
-        return
     if tracing():
         torch._assert_async(~bad.any(), static)
+        return
+    if vmapped():
         return
     if bad.any():
         raise ValueError(message())
