@@ -11,10 +11,10 @@ them one after another. This measures, for the paper CNN on 1×28×28 inputs
   ``torch.func.vmap(grad(...))`` over them, all K seeing the same batch (the
   paper's setting), followed by one SGD update of the stacked parameters.
 
-Both for the plain network; the manifold network's per-batch conditioning
-(distinct-value detection, thread-local context) does not run under ``vmap``,
-so a batched manifold ensemble would need its own implementation — only worth
-writing if the plain ensemble shows a gain.
+Both for the plain network. The manifold network runs under ``vmap`` too since
+its conditioning became a value (no distinct-value detection; tested by
+per-sample gradients in ``tests/test_conditioning.py``), but a batched manifold
+ensemble is only worth timing if the plain ensemble shows a gain.
 
 Run: ``python bench/seeds.py`` (``--ensemble 4 8`` for other sizes).
 """

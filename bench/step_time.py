@@ -15,6 +15,10 @@ as the median step time and its ratio to the plain network in the same rounds:
 * ``per-example-loop``: the same, one example at a time (the tests' reference);
 * ``condconv``: CondConv-style — every example's kernels materialised and each
   conv run as one grouped convolution with ``groups = batch``;
+* ``plain-compiled`` / ``ellipse-compiled``: the plain network and the ellipse
+  (per-example ``s``) under ``torch.compile(fullgraph=True)``, the optimiser step
+  eager; the compiled ellipse is reported as a ratio to the compiled plain
+  network, and the first (compiling) step's time is printed;
 * ``precondition``: the metric preconditioning alone (part of the ellipse step);
 * ``at-inference`` vs ``plain-inference``: a forward pass of ``wm.at(model, s)``
   against the plain network.
@@ -52,6 +56,8 @@ class Setup:
         self.y = torch.randint(0, 10, (batch,))
         self.s = torch.rand(batch)
         self.plain = paper_cnn(padding=padding)
+        self.padding = padding
+        self.compile_s: dict[str, float] = {}
 
     def sgd(self, model: nn.Module) -> torch.optim.Optimizer:
         return torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -66,6 +72,22 @@ class Setup:
 
     def variant(self, name: str) -> Callable[[], None]:
         x, s = self.x, self.s
+        if name in ("plain-compiled", "ellipse-compiled"):
+            net: nn.Module = paper_cnn(padding=self.padding)
+            net.load_state_dict(self.plain.state_dict())
+            if name == "ellipse-compiled":
+                net = wm.manifoldify(net, wm.Ellipse(), init="independent")
+                opt = wm.Preconditioned(self.sgd(net), net)
+                compiled = torch.compile(net, fullgraph=True)
+                run = self.step(net, opt, lambda: compiled(x, s=s))
+            else:
+                opt = self.sgd(net)
+                compiled = torch.compile(net, fullgraph=True)
+                run = self.step(net, opt, lambda: compiled(x))
+            t0 = time.perf_counter()
+            run()  # compiles forward and backward
+            self.compile_s[name] = time.perf_counter() - t0
+            return run
         if name == "plain":
             net = self.plain
             return self.step(net, self.sgd(net), lambda: net(x))
@@ -82,7 +104,12 @@ class Setup:
             model = wm.manifoldify(self.plain, wm.Ellipse(), init="independent")
             opt = wm.Preconditioned(self.sgd(model), model)
             F.cross_entropy(model(x, s=s), self.y).backward()
-            return opt.precondition
+
+            def precondition() -> None:
+                opt._marked.clear()  # precondition the same gradients again each call
+                opt.precondition()
+
+            return precondition
         if name == "per-example-vmap":
             return self._per_example_vmap()
         if name == "per-example-loop":
@@ -164,8 +191,12 @@ def _no_grad(net: nn.Module, x: torch.Tensor) -> None:
         net(x)
 
 
-VARIANTS = ["plain", "ellipse", "ellipse-output-mix", "line", "per-example-vmap",
-            "per-example-loop", "condconv", "precondition", "plain-inference", "at-inference"]
+VARIANTS = ["plain", "ellipse", "ellipse-output-mix", "line", "plain-compiled",
+            "ellipse-compiled", "per-example-vmap", "per-example-loop", "condconv",
+            "precondition", "plain-inference", "at-inference"]
+#: variants timed against another reference than the eager plain step
+REFERENCE = {"plain-inference": "plain-inference", "at-inference": "plain-inference",
+             "ellipse-compiled": "plain-compiled"}
 
 
 def peak_memory(variant: str, batch: int, padding: str, tuned: bool, steps: int = 3) -> float:
@@ -227,18 +258,23 @@ def main() -> None:
             if r >= args.warmup:
                 times[name].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
-    ref = {"plain-inference": "plain-inference", "at-inference": "plain-inference"}
     results = {}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
           f"{args.padding} padding, {args.rounds} rounds (median)")
     print(f"{'variant':<20}{'ms':>10}{'ratio':>9}{'peak MiB':>11}")
     for name in runs:
-        base = med.get(ref.get(name, "plain"))
+        base = med.get(REFERENCE.get(name, "plain"))
         ratio = med[name] / base if base else float("nan")
-        mem = (float("nan") if args.no_memory
+        # compiled variants would compile again in the memory subprocess: not measured
+        mem = (float("nan") if args.no_memory or name in setup.compile_s
                else peak_memory(name, args.batch, args.padding, args.tune_malloc))
         results[name] = {"median_ms": 1000 * med[name], "ratio": ratio, "peak_mib": mem}
         print(f"{name:<20}{1000 * med[name]:>10.1f}{ratio:>9.2f}{mem:>11.0f}")
+    for name, seconds in setup.compile_s.items():
+        ratio = med[name] / med["plain"] if "plain" in med else float("nan")
+        print(f"{name}: first step (compiling) {seconds:.1f} s; steady step {ratio:.2f}x "
+              "the eager plain step")
+        results[name].update({"compile_s": seconds, "ratio_to_eager_plain": ratio})
     if "precondition" in med and "ellipse" in med:
         share = med["precondition"] / med["ellipse"]
         print(f"preconditioning is {100 * share:.2f} % of an ellipse step")
