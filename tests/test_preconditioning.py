@@ -789,10 +789,21 @@ def test_wrapping_a_non_optimizer_raises_type_error() -> None:
         wm.manifold_parameters(torch.optim.SGD(model.parameters(), lr=0.1))  # type: ignore[arg-type]
 
 
-def test_manifold_parameter_missing_from_optimizer_raises() -> None:
+def test_optimizer_over_part_of_the_model_preconditions_that_part() -> None:
     model = TwoPart()
-    with pytest.raises(ValueError, match="not in the optimizer"):
-        Preconditioned(torch.optim.SGD(model.lin.parameters(), lr=0.1), model)
+    opt = Preconditioned(torch.optim.SGD(model.bias.parameters(), lr=0.1), model)
+    rest = Preconditioned(torch.optim.SGD([*model.gain.parameters(), *model.lin.parameters()],
+                                          lr=0.1), model)
+    model.loss().backward()
+    raw = {name: p.grad.clone() for name, p in model.named_parameters()}
+    opt.precondition()  # only the optimiser's own manifold parameter changes
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p.grad, raw[n])}
+    assert changed == {"bias.basis"}
+    rest.precondition()
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p.grad, raw[n])}
+    assert changed == {"bias.basis", "gain.basis"}
+    with pytest.raises(ValueError, match="none of the model's parameters"):
+        Preconditioned(torch.optim.SGD(TwoPart().parameters(), lr=0.1), model)
 
 
 def test_sparse_gradients_raise() -> None:

@@ -119,6 +119,7 @@ class ManifoldModel(nn.Module):
                     f"this model lives on {self.manifold!r}: call it as model(x, s=s) with "
                     "one condition per example (or one for the whole batch)")
             s = torch.zeros(1)
+        # coefficients follow the model's parameter dtype, whatever the type of s
         dtype = next((p.dtype for p in self.parameters() if p.is_floating_point()), None)
         return condition(manifolds, s, batch_dim=self.batch_dim, dtype=dtype,
                          grouped=self.grouped if grouped is None else grouped)

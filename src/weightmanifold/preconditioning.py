@@ -151,8 +151,9 @@ class Preconditioned(torch.optim.Optimizer):
 
     Raises:
         TypeError: if ``optimizer`` is not a ``torch.optim.Optimizer``.
-        ValueError: if a manifold parameter of ``model`` is not optimised by
-            ``optimizer`` (its step would be silently skipped).
+        ValueError: if ``optimizer`` holds none of ``model``'s parameters (the
+            wrong model). Manifold parameters the optimiser does not step (a
+            frozen body, a second optimiser) are simply not preconditioned.
 
     Examples:
         >>> import torch, weightmanifold as wm
@@ -180,21 +181,22 @@ class Preconditioned(torch.optim.Optimizer):
             raise TypeError("the optimizer is already Preconditioned")
         self.optimizer = optimizer
         self.frozen = tuple(int(i) for i in frozen)
-        self._params = manifold_parameters(model)
+        self._all = manifold_parameters(model)
         optimised = {id(p) for group in optimizer.param_groups for p in group["params"]}
-        missing = [tuple(p.shape) for p, _ in self._params if id(p) not in optimised]
-        if missing:
+        if self._all and not optimised & {id(p) for p in model.parameters()}:
             raise ValueError(
-                f"{len(missing)} manifold parameter(s) of the model (shapes {missing[:3]}) "
-                "are not in the optimizer; build it over model.parameters()"
-            )
+                "the optimizer holds none of the model's parameters: build it over "
+                "model.parameters() (or the part of them you train)")
+        # only the manifold parameters the optimiser steps are preconditioned (a frozen body,
+        # several optimisers over one model); the others are not touched
+        self._params = [(p, m) for p, m in self._all if id(p) in optimised]
         self._metric = _Metric(measure=measure, frozen=self.frozen, singular=singular, eps=eps)
         # parameters whose current gradient is already preconditioned; a backward pass that
         # accumulates into a gradient un-marks it (the hook holds the set, not the optimizer)
         self._marked: set[int] = set()
         marked = self._marked
         self._hooks = [p.register_post_accumulate_grad_hook(
-            lambda q, marked=marked: marked.discard(id(q))) for p, _ in self._params]
+            lambda q, marked=marked: marked.discard(id(q))) for p, _ in self._all]
         for _, manifold in self._params:  # fail early on a bad measure / frozen set
             self._metric.matrix(manifold)
 
@@ -217,6 +219,8 @@ class Preconditioned(torch.optim.Optimizer):
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         self.optimizer.add_param_group(param_group)
+        optimised = {id(p) for group in self.optimizer.param_groups for p in group["params"]}
+        self._params = [(p, m) for p, m in self._all if id(p) in optimised]
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)

@@ -103,19 +103,33 @@ class ManifoldModule(nn.Module):
     def _coefficients(self, cond: Conditioning) -> tuple[Tensor, Groups | None]:
         return cond.basis_of(self.manifold, self._who())
 
-    def _check_batch(self, x: Tensor, cond: Conditioning) -> None:
-        """Shapes only: ``B`` conditions need ``B`` examples along the batch axis."""
+    def _check_batch(self, x: Tensor, cond: Conditioning) -> Tensor:
+        """``x`` ready for ``B`` conditions: checked by shape, a batch axis of size 1 broadcast.
+
+        An input shared by the whole batch (HF's ``position_ids`` of shape
+        ``[1, T]``, a shared mask, a learned query) gives ``B`` outputs, each the
+        network at its own ``s``.
+
+        Raises:
+            ValueError: if the batch axis holds neither ``B`` examples nor 1.
+        """
         b, batch_dim = cond.batch_size, cond.batch_dim
         if b == 1:
-            return
-        if x.ndim <= batch_dim or x.shape[batch_dim] != b:
+            return x
+        if x.ndim <= batch_dim or x.shape[batch_dim] not in (b, 1):
             got = x.shape[batch_dim] if x.ndim > batch_dim else "no"
             raise ValueError(
                 f"{self._who()}: s holds {b} conditions but the input of shape "
                 f"{list(x.shape)} has {got} examples along its batch axis (dim {batch_dim}); "
                 "give one condition per example (or a single one for the whole batch); "
-                "for sequence-first models convert with batch_dim=1"
+                + ("for sequence-first models convert with batch_dim=1" if batch_dim == 0
+                   else "this model was converted with batch_dim=1 (sequence-first)")
             )
+        if x.shape[batch_dim] == 1:
+            shape = list(x.shape)
+            shape[batch_dim] = b
+            x = x.expand(shape)
+        return x
 
     def get_extra_state(self) -> dict:
         """Saved in the state dict so that loading into another manifold fails clearly."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -184,6 +185,20 @@ def _as_manifolds(target: object) -> tuple[tuple[Manifold, ...], int | None]:
         f"layers, got {type(target).__name__}")
 
 
+def _at_least(s: object, dtype: torch.dtype) -> object:
+    """``s`` as a tensor evaluated at no less precision than ``dtype`` (invalid ``s`` unchanged)."""
+    try:
+        if isinstance(s, (np.ndarray, np.generic)):
+            s = torch.as_tensor(s)
+        elif not isinstance(s, Tensor):
+            s = torch.as_tensor(s, dtype=dtype)
+    except (TypeError, ValueError, RuntimeError):
+        return s  # the manifold's check names the problem
+    if s.is_floating_point() and s.dtype != dtype:
+        s = s.to(torch.promote_types(s.dtype, dtype))
+    return s
+
+
 def condition(target: Manifold | Sequence[Manifold] | nn.Module, s: object, *,
               batch_dim: int | None = None, grouped: bool = False,
               dtype: torch.dtype | None = None) -> Conditioning:
@@ -199,8 +214,11 @@ def condition(target: Manifold | Sequence[Manifold] | nn.Module, s: object, *,
         grouped: also group the examples by point of the manifold
             (:class:`Groups`). A data-dependent, eager-only step that makes
             layers run one plain op per distinct point when there are few.
-        dtype: floating dtype for an ``s`` given as Python numbers (default:
-            the default dtype); tensors keep their own.
+        dtype: the dtype of the coefficients (a model's parameter dtype),
+            whatever the type of ``s``: Python numbers are read in it, NumPy
+            arrays and tensors are evaluated in the wider of their dtype and
+            this one, then cast. Default: the dtype of ``s`` (Python numbers:
+            the default dtype).
 
     Returns:
         A :class:`Conditioning`, differentiable with respect to ``s``.
@@ -219,14 +237,13 @@ def condition(target: Manifold | Sequence[Manifold] | nn.Module, s: object, *,
     """
     manifolds, model_bd = _as_manifolds(target)
     bd = (model_bd or 0) if batch_dim is None else int(batch_dim)
-    if not isinstance(s, Tensor) and dtype is not None and not isinstance(s, bool):
-        try:
-            s = torch.as_tensor(s, dtype=dtype)
-        except (TypeError, ValueError, RuntimeError):
-            pass  # the manifold's check names the problem
+    if dtype is not None and not isinstance(s, bool) and s is not None:
+        s = _at_least(s, dtype)
     bases = []
     for m in manifolds:
         a = m.coefficients(s)
+        if dtype is not None and a.dtype != dtype:
+            a = a.to(dtype)
         if bases and a.shape[0] != bases[0].shape[0]:
             raise ValueError(f"s gives {a.shape[0]} conditions on {m!r} but "
                              f"{bases[0].shape[0]} on {manifolds[0]!r}")

@@ -77,7 +77,7 @@ class ManifoldOp(ManifoldModule):
         """
         cond = self._resolve(s)
         a, groups = self._coefficients(cond)
-        self._check_batch(x, cond)
+        x = self._check_batch(x, cond)
         if cond.batch_size == 1:
             return self._plain(x, *self.materialise(a[0]))
         path = self.choose_path(groups)

@@ -62,7 +62,7 @@ class _AffineNorm(ManifoldOp):
             return self._plain(x, None, None)
         cond = self._resolve(s)
         a, _ = self._coefficients(cond)
-        self._check_batch(x, cond)
+        x = self._check_batch(x, cond)
         if cond.batch_size == 1:
             return self._plain(x, *self.materialise(a[0]))
         y = self._plain(x, None, None)
