@@ -351,8 +351,15 @@ def test_tied_weights_stay_tied_and_preconditioned_once():
     head = nn.Linear(4, 5, bias=False)
     head.weight = emb.weight
     net = nn.Sequential(emb, head)
-    model = wm.manifoldify(net, wm.Line())
-    assert len(wm.manifold_parameters(model)) == 2  # converted separately: documented
+    model = wm.manifoldify(net, wm.Line(), init="independent")
+    assert len(wm.manifold_parameters(model)) == 1  # one manifold tensor serves both
+    assert model.module[0].weight is model.module[1].weight
+    idx, s = torch.randint(0, 5, (3, 2)), torch.rand(3)
+    model(idx, s=s).sum().backward()  # both uses contribute to the one gradient
+    assert model.module[0].weight.grad is not None
+    plain = wm.at(model, 0.3)
+    assert plain[0].weight is plain[1].weight  # and the export keeps the tie
+    assert torch.allclose(plain(idx), model(idx, s=0.3))
 
 
 # -- export -----------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ functions ``a(s)`` (the topology) and learned basis tensors ``W_k``, trained wit
 the metric-preconditioned step :math:`\\Delta P = -\\eta\\, \\bar G^{-1} \\nabla_P L`.
 """
 
-from .conversion import ManifoldModel, manifoldify
+from .conversion import ManifoldModel, manifoldify, register_conversion
 from .export import at
 from .layers import (
     Conditioning,
@@ -81,5 +81,6 @@ __all__ = [
     "manifold_parameters",
     "manifoldify",
     "precondition_gradients",
+    "register_conversion",
     "squared_norm",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import fnmatch
 import math
+import sys
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -19,6 +20,7 @@ from .layers.context import _stack, reenter_in_backward
 from .layers.conv import ManifoldConv1d, ManifoldConv2d, ManifoldConv3d
 from .layers.embedding import ManifoldEmbedding
 from .layers.linear import ManifoldLinear
+from .layers.transposed_linear import ManifoldTransposedLinear
 from .layers.norm import (
     ManifoldBatchNorm1d,
     ManifoldBatchNorm2d,
@@ -28,7 +30,7 @@ from .layers.norm import (
 )
 from .topology import Manifold, Point
 
-__all__ = ["CONVERTIBLE", "INITS", "ManifoldModel", "manifoldify"]
+__all__ = ["CONVERTIBLE", "INITS", "ManifoldModel", "manifoldify", "register_conversion"]
 
 #: plain module type → manifold layer type, in the order they are matched (isinstance)
 CONVERTIBLE: dict[type[nn.Module], type[ManifoldModule]] = {
@@ -46,6 +48,50 @@ CONVERTIBLE: dict[type[nn.Module], type[ManifoldModule]] = {
 }
 
 INITS = ("constant", "independent")
+
+
+def register_conversion(plain: type[nn.Module], layer: type[ManifoldModule]) -> None:
+    """Teach :func:`manifoldify` to convert modules of type ``plain`` into ``layer``.
+
+    ``layer`` provides the classmethod ``from_plain(module, manifold)`` (a layer
+    with ``module``'s configuration; :func:`manifoldify` sets the weights), names
+    its manifold parameters as ``plain`` names its tensors (or provides a
+    classmethod ``plain_tensors(module) -> {name: tensor}`` that maps them), and
+    ``to_plain(a)`` (the ordinary module at coefficients ``a``, for
+    :func:`~weightmanifold.at`). Registered types are matched before those
+    registered earlier and before the built-in ones, so a subclass can have a
+    twin of its own. ``transformers``' ``Conv1D`` is registered automatically
+    when ``transformers`` is loaded.
+
+    Raises:
+        TypeError: if ``plain`` is not a module type or ``layer`` not a manifold
+            layer type with ``from_plain`` and ``to_plain``.
+
+    Examples:
+        >>> import torch, weightmanifold as wm
+        >>> class MyLinear(torch.nn.Linear):
+        ...     pass
+        >>> wm.register_conversion(MyLinear, wm.ManifoldLinear)
+        >>> type(wm.manifoldify(MyLinear(3, 2), wm.Line()).module).__name__
+        'ManifoldLinear'
+    """
+    if not (isinstance(plain, type) and issubclass(plain, nn.Module)):
+        raise TypeError(f"plain must be an nn.Module subclass, got {plain!r}")
+    if not (isinstance(layer, type) and issubclass(layer, ManifoldModule)
+            and hasattr(layer, "from_plain") and hasattr(layer, "to_plain")):
+        raise TypeError(
+            f"layer must be a ManifoldModule subclass with from_plain and to_plain, got {layer!r}")
+    entries = {plain: layer, **{k: v for k, v in CONVERTIBLE.items() if k is not plain}}
+    CONVERTIBLE.clear()
+    CONVERTIBLE.update(entries)
+
+
+def _register_known() -> None:
+    """Register the third-party op types whose libraries are loaded (never imports them)."""
+    hf = sys.modules.get("transformers.pytorch_utils")
+    conv1d = getattr(hf, "Conv1D", None)
+    if isinstance(conv1d, type) and conv1d not in CONVERTIBLE:
+        register_conversion(conv1d, ManifoldTransposedLinear)
 
 Selector = str | type | Callable[[str, nn.Module], bool]
 
@@ -183,12 +229,29 @@ def _sequence_first(root: nn.Module) -> list[str]:
             if isinstance(m, _SEQUENCE_FIRST) and getattr(m, "batch_first", True) is False]
 
 
-def _plain_tensors(target: type[ManifoldModule], module: nn.Module) -> dict[str, Tensor]:
-    if target is ManifoldMultiheadAttention:
-        tensors = ManifoldMultiheadAttention.plain_tensors(module)  # type: ignore[arg-type]
+def _plain_tensors(target: type[ManifoldModule], module: nn.Module,
+                   detach: bool = True) -> dict[str, Tensor]:
+    """The original tensors of ``module`` under the manifold layer's parameter names."""
+    if hasattr(target, "plain_tensors"):
+        tensors = target.plain_tensors(module)  # type: ignore[attr-defined]
     else:
         tensors = {name: getattr(module, name, None) for name in ("weight", "bias")}
-    return {k: v.detach() for k, v in tensors.items() if v is not None}
+    return {k: (v.detach() if detach else v) for k, v in tensors.items() if v is not None}
+
+
+def _tie(new: ManifoldModule, target: type[ManifoldModule], module: nn.Module,
+         tied: dict[int, nn.Parameter]) -> None:
+    """One manifold tensor for every converted layer that shared an original parameter."""
+    for name, value in _plain_tensors(target, module, detach=False).items():
+        if not isinstance(value, nn.Parameter):
+            continue  # a slice (attention's packed projections): nothing shared to keep
+        mine = new.get_parameter(name)
+        other = tied.get(id(value))
+        if other is None:
+            tied[id(value)] = mine
+        elif other.shape == mine.shape:
+            owner, _, leaf = name.rpartition(".")
+            (new.get_submodule(owner) if owner else new)._parameters[leaf] = other
 
 
 def _reset(module: nn.Module) -> None:
@@ -224,6 +287,28 @@ def _initialise(new: ManifoldModule, target: type[ManifoldModule], module: nn.Mo
                 param.copy_(cc.reshape(-1, *([1] * value.ndim)) * value)
 
 
+def _warn_unconverted(root: nn.Module, manifold_ids: set[int], exclude: list[Selector],
+                      skipped: list[str]) -> None:
+    """Warn, naming them, about parameters of module types the conversion does not know."""
+    left: list[str] = []
+    for name, m in root.named_modules():
+        if isinstance(m, ManifoldModule) or name in skipped:
+            continue
+        if any(_matches(sel, name, m) for sel in exclude) or \
+                any(name.startswith(x + ".") for x in skipped):
+            continue
+        for pname, p in m.named_parameters(recurse=False):
+            if id(p) not in manifold_ids:
+                left.append(f"{name + '.' if name else ''}{pname} ({type(m).__name__})")
+    if left:
+        shown = ", ".join(left[:8]) + (f" and {len(left) - 8} more" if len(left) > 8 else "")
+        warnings.warn(
+            f"manifoldify left {len(left)} parameter(s) of module types it does not convert "
+            f"ordinary (the same at every s): {shown}. Register a manifold twin with "
+            "wm.register_conversion, hold them in wm.ManifoldParameter, or exclude= their "
+            "modules to silence this.", stacklevel=3)
+
+
 def manifoldify(model: nn.Module, manifold: Manifold, *,
                 include: Iterable[Selector] | None = None,
                 exclude: Iterable[Selector] = (), init: str = "constant",
@@ -237,10 +322,10 @@ def manifoldify(model: nn.Module, manifold: Manifold, *,
     :math:`W(s) = \\sum_k a_k(s) W_k`. Other parameters stay ordinary (the same
     at every ``s``) and are listed in ``ManifoldModel.shared``. A module object
     that sits at several places of the model is converted once and stays one
-    module. A parameter tied between two *different* converted layers (e.g. an
-    embedding and an output projection) becomes two independent manifold
-    tensors: convert with ``exclude=`` and tie them again by hand if the tie
-    matters. A subclass of a convertible type that overrides ``forward`` (or
+    module, and a parameter tied between two different converted layers (an
+    embedding and an output projection) stays tied: one manifold tensor serves
+    both. Parameters of module types the conversion does not know are named
+    in a warning. A subclass of a convertible type that overrides ``forward`` (or
     ``_conv_forward``) computes something the manifold layer does not know: it
     is left ordinary, listed in ``ManifoldModel.skipped``, with a warning.
 
@@ -302,6 +387,7 @@ def manifoldify(model: nn.Module, manifold: Manifold, *,
         raise ValueError(f"unknown init {init!r}; valid: {', '.join(INITS)}")
     if isinstance(model, ManifoldModel):
         raise ValueError("the model is already a manifold model")
+    _register_known()
     root = model if inplace else copy.deepcopy(model)
     include_list = None if include is None else list(include)
     exclude_list = list(exclude)
@@ -309,6 +395,7 @@ def manifoldify(model: nn.Module, manifold: Manifold, *,
     skipped: list[str] = []
     done_prefixes: list[str] = []
     memo: dict[int, nn.Module] = {}
+    tied: dict[int, nn.Parameter] = {}
     for name, module in list(root.named_modules(remove_duplicate=False)):
         if any(name.startswith(p + ".") or p == "" for p in done_prefixes):
             continue
@@ -331,6 +418,7 @@ def manifoldify(model: nn.Module, manifold: Manifold, *,
         else:
             new = target.from_plain(module, manifold)  # type: ignore[attr-defined]
             _initialise(new, target, module, manifold, init)
+            _tie(new, target, module, tied)
             new.train(module.training)
             memo[id(module)] = new
         if not name:  # the model itself is a single convertible layer
@@ -376,4 +464,6 @@ def manifoldify(model: nn.Module, manifold: Manifold, *,
     manifold_ids = {id(p) for m in root.modules() if isinstance(m, ManifoldModule)
                     for p in m.parameters()}
     shared = [n for n, p in root.named_parameters() if id(p) not in manifold_ids]
+    if include_list is None:
+        _warn_unconverted(root, manifold_ids, exclude_list, skipped)
     return ManifoldModel(root, manifold, batch_dim, converted, shared, skipped)

@@ -45,6 +45,7 @@ def at(model: nn.Module, s: object) -> nn.Module:
     if isinstance(model, ManifoldModel):
         return at(model.module, s)
     cache: dict[tuple, torch.Tensor] = {}
+    tensors: dict[int, nn.Parameter] = {}  # manifold parameter → its exported tensor
 
     def plain_of(module: ManifoldModule) -> nn.Module:
         if not hasattr(module, "to_plain"):
@@ -59,6 +60,14 @@ def at(model: nn.Module, s: object) -> nn.Module:
             out = module.to_plain(cache[key])
         for p in out.parameters():
             p.requires_grad_(ref.requires_grad)
+        for name, p in module.manifold_parameters():  # a tied manifold tensor: one plain tensor
+            mine = out._parameters.get(name)
+            if mine is None:
+                continue
+            if id(p) in tensors:
+                out._parameters[name] = tensors[id(p)]
+            else:
+                tensors[id(p)] = mine
         return out
 
     root = model

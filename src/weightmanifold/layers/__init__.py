@@ -16,6 +16,7 @@ from .norm import (
     ManifoldLayerNorm,
 )
 from .parameter import ManifoldParameter
+from .transposed_linear import ManifoldTransposedLinear
 
 __all__ = [
     "Conditioning",
@@ -34,6 +35,7 @@ __all__ = [
     "ManifoldMultiheadAttention",
     "ManifoldOp",
     "ManifoldParameter",
+    "ManifoldTransposedLinear",
     "active",
     "condition",
     "conditioned",

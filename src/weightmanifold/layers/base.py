@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import torch
@@ -131,20 +132,25 @@ class ManifoldModule(nn.Module):
             x = x.expand(shape)
         return x
 
-    def get_extra_state(self) -> dict:
-        """Saved in the state dict so that loading into another manifold fails clearly."""
-        return {"manifold": repr(self.manifold), "config": self.manifold._config()}
+    def get_extra_state(self) -> Tensor:
+        """The manifold's identity, saved in the state dict as a tensor (UTF-8 JSON bytes).
+
+        A tensor, not a dict, so that ``safetensors`` and ``save_pretrained``
+        accept the state dict; loading it into a model on another manifold
+        fails clearly. State dicts saved by earlier versions (a dict here) load too.
+        """
+        return _encode_identity(self.manifold)
 
     def set_extra_state(self, state: object) -> None:
         """Nothing to restore: the manifold is checked in ``_load_from_state_dict``."""
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs) -> None:  # type: ignore[override]
-        extra = state_dict.get(prefix + "_extra_state")
-        if isinstance(extra, dict) and extra.get("config") != self.manifold._config():
+        saved = _decode_identity(state_dict.get(prefix + "_extra_state"))
+        if saved is not None and saved.get("config") != _plain_config(self.manifold):
             where = prefix.rstrip(".") or type(self).__name__
             error_msgs.append(
-                f"{where}: the state dict was saved from a model on {extra.get('manifold')}, "
+                f"{where}: the state dict was saved from a model on {saved.get('manifold')}, "
                 f"but this model lives on {self.manifold!r} (n={self.manifold.n})"
             )
         else:
@@ -159,3 +165,26 @@ class ManifoldModule(nn.Module):
                     )
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
+
+
+def _plain_config(manifold: Manifold) -> object:
+    """The manifold's config as JSON gives it back (tuples become lists)."""
+    return json.loads(json.dumps(manifold._config(), default=str))
+
+
+def _encode_identity(manifold: Manifold) -> Tensor:
+    text = json.dumps({"manifold": repr(manifold), "config": manifold._config()}, default=str)
+    return torch.frombuffer(bytearray(text.encode()), dtype=torch.uint8).clone()
+
+
+def _decode_identity(extra: object) -> dict | None:
+    """The saved identity from a tensor (this version) or a dict (earlier versions)."""
+    if isinstance(extra, Tensor):
+        try:
+            out = json.loads(bytes(extra.cpu().to(torch.uint8).tolist()).decode())
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return out if isinstance(out, dict) else None
+    if isinstance(extra, dict):  # saved before 0.2: config as a tuple
+        return {**extra, "config": json.loads(json.dumps(extra.get("config"), default=str))}
+    return None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -9,7 +11,31 @@ from torch import Tensor, nn
 from ..topology import Manifold
 from .linear_op import ManifoldOp
 
-__all__ = ["ManifoldLinear"]
+__all__ = ["ManifoldLinear", "linear_basis"]
+
+
+def linear_basis(x: Tensor, weight: Tensor, bias: Tensor | None, a: Tensor, bd: int,
+                 mix_inputs: Callable[[bool], bool]) -> Tensor:
+    """:math:`y_i = \\sum_k a_k(s_i) (W_k x_i + b_k)` on the stacked basis ``weight`` ``[n, out, in]``.
+
+    ``mix_inputs(inputs_smaller)`` decides the side: scale the inputs by
+    :math:`a_k(s_i)` and run one product against the basis concatenated along
+    its input axis, or run the ``n`` stacked weights and mix their outputs.
+    """
+    n, out, inp = weight.shape
+    x0 = x.movedim(bd, 0)
+    b = x0.shape[0]
+    mid = x0.shape[1:-1]
+    x0 = x0.reshape(b, -1, inp)
+    if mix_inputs(inp <= out):  # mix the inputs: [a_1 x, …, a_n x] against [W_1 … W_n]
+        xa = (x0[:, :, None, :] * a[:, None, :, None]).reshape(b, -1, n * inp)
+        y = F.linear(xa, weight.permute(1, 0, 2).reshape(out, n * inp))
+    else:  # mix the outputs of the n stacked weights
+        y = F.linear(x0, weight.reshape(n * out, inp)).reshape(b, -1, n, out)
+        y = torch.einsum("bmno,bn->bmo", y, a)
+    if bias is not None:
+        y = y + (a @ bias)[:, None, :]
+    return y.reshape(b, *mid, out).movedim(0, bd)
 
 
 class ManifoldLinear(ManifoldOp):
@@ -64,20 +90,7 @@ class ManifoldLinear(ManifoldOp):
         return F.linear(x, weight, bias)
 
     def _basis_forward(self, x: Tensor, a: Tensor, bd: int) -> Tensor:
-        n, out, inp = self.weight.shape
-        x0 = x.movedim(bd, 0)
-        b = x0.shape[0]
-        mid = x0.shape[1:-1]
-        x0 = x0.reshape(b, -1, inp)
-        if self._mix_inputs(inp <= out):  # mix the inputs: [a_1 x, …, a_n x] against [W_1 … W_n]
-            xa = (x0[:, :, None, :] * a[:, None, :, None]).reshape(b, -1, n * inp)
-            y = F.linear(xa, self.weight.permute(1, 0, 2).reshape(out, n * inp))
-        else:  # mix the outputs of the n stacked weights
-            y = F.linear(x0, self.weight.reshape(n * out, inp)).reshape(b, -1, n, out)
-            y = torch.einsum("bmno,bn->bmo", y, a)
-        if self.bias is not None:
-            y = y + (a @ self.bias)[:, None, :]
-        return y.reshape(b, *mid, out).movedim(0, bd)
+        return linear_basis(x, self.weight, self.bias, a, bd, self._mix_inputs)
 
     def _make_plain(self) -> nn.Linear:
         return nn.Linear(self.in_features, self.out_features, self.bias is not None,
