@@ -26,6 +26,7 @@ from .layers import (
     conditioned,
 )
 from .preconditioning import Preconditioned, manifold_parameters, precondition_gradients
+from .pretrained import from_pretrained, save_pretrained
 from .regularization import squared_norm
 from .topology import (
     Bins,
@@ -78,9 +79,11 @@ __all__ = [
     "at",
     "condition",
     "conditioned",
+    "from_pretrained",
     "manifold_parameters",
     "manifoldify",
     "precondition_gradients",
     "register_conversion",
+    "save_pretrained",
     "squared_norm",
 ]

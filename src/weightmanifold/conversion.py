@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import inspect
 import math
 import sys
 import warnings
@@ -20,7 +21,6 @@ from .layers.context import _stack, reenter_in_backward
 from .layers.conv import ManifoldConv1d, ManifoldConv2d, ManifoldConv3d
 from .layers.embedding import ManifoldEmbedding
 from .layers.linear import ManifoldLinear
-from .layers.transposed_linear import ManifoldTransposedLinear
 from .layers.norm import (
     ManifoldBatchNorm1d,
     ManifoldBatchNorm2d,
@@ -28,6 +28,7 @@ from .layers.norm import (
     ManifoldGroupNorm,
     ManifoldLayerNorm,
 )
+from .layers.transposed_linear import ManifoldTransposedLinear
 from .topology import Manifold, Point
 
 __all__ = ["CONVERTIBLE", "INITS", "ManifoldModel", "manifoldify", "register_conversion"]
@@ -133,6 +134,82 @@ class ManifoldModel(nn.Module):
         self.converted = list(converted)
         self.shared = list(shared)
         self.skipped = list(skipped)
+        self._sign_forward()
+
+    def _sign_forward(self) -> None:
+        """Give ``self.forward`` the wrapped model's signature plus ``s``.
+
+        Tools that read a model's inputs from its signature (HF ``Trainer``'s
+        ``remove_unused_columns``, ``generate``'s argument check) then see
+        ``input_ids`` and friends instead of ``*args, **kwargs``.
+        """
+        try:
+            inner = inspect.signature(self.module.forward)
+        except (TypeError, ValueError):
+            return
+        params = [p for p in inner.parameters.values() if p.name != "s"]
+        s_param = inspect.Parameter("s", inspect.Parameter.KEYWORD_ONLY, default=None)
+        at = next((i for i, p in enumerate(params)
+                   if p.kind == inspect.Parameter.VAR_KEYWORD), len(params))
+        params.insert(at, s_param)
+        try:
+            sig = inner.replace(parameters=params)
+        except ValueError:
+            return
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            return ManifoldModel.forward(self, *args, **kwargs)
+
+        forward.__signature__ = sig  # type: ignore[attr-defined]
+        forward.__doc__ = ManifoldModel.forward.__doc__
+        object.__setattr__(self, "forward", forward)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("forward", None)  # rebuilt on load
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._sign_forward()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ManifoldModel:
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        state = {k: copy.deepcopy(v, memo) for k, v in self.__dict__.items() if k != "forward"}
+        new.__dict__.update(state)
+        new._sign_forward()
+        return new
+
+    def generate(self, *args: Any, s: object = None, **kwargs: Any) -> Any:
+        """``generate`` of the wrapped model (``transformers``) with every layer at ``s``.
+
+        One condition per sequence (``[B]``), or one for all; the conditioning
+        is ambient for every forward call ``generate`` makes. With beams or
+        several return sequences per prompt, give ``s`` per expanded row.
+
+        Raises:
+            TypeError: if the wrapped model has no ``generate``.
+        """
+        if not hasattr(self.module, "generate"):
+            raise TypeError(f"{type(self.module).__name__} has no generate method")
+        cond = self.condition(s)
+        stack = _stack()
+        stack.append(cond)
+        try:
+            return self.module.generate(*args, **kwargs)
+        finally:
+            stack.pop()
+
+    def save_pretrained(self, path: Any, **kwargs: Any) -> None:
+        """Save as the wrapped model saves, plus the manifold.
+
+        See :func:`weightmanifold.save_pretrained`; load with
+        :func:`weightmanifold.from_pretrained`.
+        """
+        from .pretrained import save_pretrained
+
+        save_pretrained(self, path, **kwargs)
 
     @property
     def manifolds(self) -> tuple[Manifold, ...]:

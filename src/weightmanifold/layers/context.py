@@ -16,13 +16,13 @@ carries the conditioning's tensors as ordinary values.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch.utils import _pytree as pytree
 
 from ..topology import _checks
 
@@ -77,46 +77,58 @@ def active() -> Conditioning | None:
     return stack[-1] if stack else None
 
 
-class _Reenter(torch.autograd.Function):
-    """Identity on the outputs; in backward, makes the conditioning ambient until it ends."""
-
-    @staticmethod
-    def forward(ctx: Any, box: list, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        ctx.box = box
-        return tuple(t.view_as(t) for t in tensors)
-
-    @staticmethod
-    def backward(ctx: Any, *grads: torch.Tensor) -> tuple[Any, ...]:
-        if ctx.box:
-            stack = _stack()
-            entry = ctx.box[0]
-            stack.append(entry)
-
-            def leave() -> None:
-                for i in range(len(stack) - 1, -1, -1):
-                    if stack[i] is entry:
-                        del stack[i]
-                        break
-
-            torch.autograd.Variable._execution_engine.queue_callback(leave)
-        return (None, *grads)
+def _tensors(obj: Any, depth: int = 0) -> list[torch.Tensor]:
+    """The tensors in a model's output: nested tuples, lists, mappings and dataclasses."""
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if depth > 4:
+        return []
+    if isinstance(obj, Mapping):
+        items: Any = obj.values()
+    elif isinstance(obj, (tuple, list)):
+        items = obj
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        items = [getattr(obj, f.name) for f in dataclasses.fields(obj)]
+    else:
+        return []
+    return [t for item in items for t in _tensors(item, depth + 1)]
 
 
 def reenter_in_backward(outputs: Any, conditioning: Conditioning) -> Any:
-    """``outputs`` unchanged, but with ``conditioning`` ambient while backward runs through them.
+    """``outputs`` themselves, with ``conditioning`` made ambient while backward runs through them.
 
-    A no-op when gradients are off, inside a traced region or a ``torch.func``
-    transform (where recomputation never runs Python layers), or when no output
-    requires a gradient.
+    A gradient hook on each output that requires a gradient makes the
+    conditioning ambient when backward reaches it (before it reaches any layer
+    of the model) and leaves it when that backward pass ends. The outputs are
+    the same tensor objects (they may be modified in place). A no-op when
+    gradients are off, inside a traced region or a ``torch.func`` transform
+    (where recomputation never runs Python layers), or when no output requires
+    a gradient.
     """
     if not torch.is_grad_enabled() or _checks.tracing() or \
             torch._C._functorch.peek_interpreter_stack() is not None:
         return outputs
-    leaves, spec = pytree.tree_flatten(outputs)
-    where = [i for i, t in enumerate(leaves) if isinstance(t, torch.Tensor) and t.requires_grad]
-    if not where:
+    tensors = [t for t in _tensors(outputs) if t.requires_grad]
+    if not tensors:
         return outputs
-    new = _Reenter.apply([conditioning], *(leaves[i] for i in where))
-    for i, t in zip(where, new):
-        leaves[i] = t
-    return pytree.tree_unflatten(leaves, spec)
+    entered: list[list[Conditioning]] = []  # the stack it is on, while a backward runs
+
+    def enter(grad: torch.Tensor) -> None:
+        if entered:
+            return  # already ambient for this backward pass
+        stack = _stack()
+        stack.append(conditioning)
+        entered.append(stack)
+
+        def leave() -> None:
+            for i in range(len(stack) - 1, -1, -1):
+                if stack[i] is conditioning:
+                    del stack[i]
+                    break
+            entered.clear()
+
+        torch.autograd.Variable._execution_engine.queue_callback(leave)
+
+    for t in tensors:
+        t.register_hook(enter)
+    return outputs

@@ -16,7 +16,7 @@ __all__ = ["ManifoldLinear", "linear_basis"]
 
 def linear_basis(x: Tensor, weight: Tensor, bias: Tensor | None, a: Tensor, bd: int,
                  mix_inputs: Callable[[bool], bool]) -> Tensor:
-    """:math:`y_i = \\sum_k a_k(s_i) (W_k x_i + b_k)` on the stacked basis ``weight`` ``[n, out, in]``.
+    """:math:`y_i = \\sum_k a_k(s_i) (W_k x_i + b_k)` on the stacked basis ``[n, out, in]``.
 
     ``mix_inputs(inputs_smaller)`` decides the side: scale the inputs by
     :math:`a_k(s_i)` and run one product against the basis concatenated along
