@@ -101,6 +101,10 @@ def test_gpt2_conv1d_is_converted_and_the_embedding_tie_kept():
     assert not any("c_attn" in n or "c_fc" in n for n in model.shared)
     plain = wm.at(model, 0.3)
     assert type(plain.transformer.h[0].attn.c_attn).__name__ == "Conv1D"
+    from transformers.pytorch_utils import Conv1D
+
+    only = wm.manifoldify(gpt2(), wm.Line(), include=[Conv1D])  # include= by type works too
+    assert len(only.converted) == 8 and all(".h." in n for n in only.converted)
     assert plain.lm_head.weight is plain.transformer.wte.weight
 
 
