@@ -394,3 +394,68 @@ def test_float64_model_with_python_float_s_computes_float64_coefficients():
     x = torch.randn(4, 3, dtype=torch.float64)
     assert model.condition(0.3).coefficients.dtype == torch.float64
     assert torch.allclose(model(x, s=0.3), wm.at(model, 0.3)(x), atol=1e-14, rtol=0)
+
+
+def test_a_returned_leaf_gets_no_hooks_and_a_failed_backward_leaves_nothing_ambient():
+    class Head(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(3, 2)
+            self.log_std = nn.Parameter(torch.zeros(2))
+
+        def forward(self, x):
+            return self.lin(x), self.log_std
+
+    model = wm.manifoldify(Head(), wm.Line())
+    for _ in range(3):
+        _mean, log_std = model(torch.randn(4, 3), s=torch.rand(4))
+    assert not log_std._backward_hooks
+    from weightmanifold.layers import context
+
+    def boom(grad):
+        raise RuntimeError("boom")
+
+    y = model(torch.randn(4, 3), s=torch.rand(4))[0]
+    y.register_hook(boom)
+    with pytest.raises(RuntimeError, match="boom"):
+        y.sum().backward()
+    assert wm.layers.active() is None  # outside any backward, nothing is ambient
+    layer = model.module.lin
+    with pytest.raises(ValueError, match="without conditions"):
+        layer(torch.randn(4, 3))
+    assert len(context._reentered) <= context._MAX_TASKS
+
+
+def test_excluded_or_skipped_modules_keep_their_children():
+    net = nn.Sequential(nn.MultiheadAttention(8, 2, batch_first=True), nn.Linear(8, 8))
+    model = wm.manifoldify(net, wm.Line(), exclude=[nn.MultiheadAttention])
+    assert model.converted == ["1"]
+    assert isinstance(model.module[0].out_proj, nn.Linear)
+    x = torch.randn(2, 3, 8)
+    model.module[0](x, x, x)  # the attention still runs
+
+
+def test_compile_batch_dim_1_attention_without_graph_breaks():
+    layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0)  # sequence-first
+    model = wm.manifoldify(nn.TransformerEncoder(layer, 1, enable_nested_tensor=False),
+                           wm.Ellipse(), init="independent", batch_dim=1)
+    x, s = torch.randn(5, 3, 8), torch.rand(3)
+    explained = torch._dynamo.explain(model)(x, s=s)
+    assert explained.graph_break_count == 0, explained.break_reasons
+    assert torch.allclose(torch.compile(model, fullgraph=True)(x, s=s), model(x, s=s),
+                          atol=1e-5)
+
+
+def test_preconditioned_survives_pickling():
+    import pickle
+
+    model = wm.manifoldify(nn.Linear(3, 2), wm.Ellipse(), init="independent")
+    opt = wm.Preconditioned(torch.optim.SGD(model.parameters(), lr=0.1), model)
+    again = pickle.loads(pickle.dumps((model, opt)))
+    m2, o2 = again
+    m2(torch.randn(4, 3), s=torch.rand(4)).sum().backward()
+    o2.precondition()
+    raw = m2.module.weight.grad.clone()
+    m2(torch.randn(4, 3), s=torch.rand(4)).sum().backward()  # accumulates: fresh again
+    o2.step()
+    assert not torch.equal(raw, m2.module.weight.grad)

@@ -7,6 +7,7 @@ import fnmatch
 import inspect
 import math
 import sys
+import types
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -157,12 +158,18 @@ class ManifoldModel(nn.Module):
         except ValueError:
             return
 
-        def forward(*args: Any, **kwargs: Any) -> Any:
-            return ManifoldModel.forward(self, *args, **kwargs)
+        def forward(model: ManifoldModel, *args: Any, **kwargs: Any) -> Any:
+            return ManifoldModel.forward(model, *args, **kwargs)
 
-        forward.__signature__ = sig  # type: ignore[attr-defined]
+        forward.__signature__ = sig.replace(parameters=[  # type: ignore[attr-defined]
+            inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD), *params])
         forward.__doc__ = ManifoldModel.forward.__doc__
-        object.__setattr__(self, "forward", forward)
+        object.__setattr__(self, "forward", types.MethodType(forward, self))
+
+    def _replicate_for_data_parallel(self) -> ManifoldModel:
+        replica = super()._replicate_for_data_parallel()
+        replica._sign_forward()  # bound to the replica, not to this model
+        return replica
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -242,9 +249,11 @@ class ManifoldModel(nn.Module):
                     f"this model lives on {self.manifold!r}: call it as model(x, s=s) with "
                     "one condition per example (or one for the whole batch)")
             s = torch.zeros(1)
-        # coefficients follow the model's parameter dtype, whatever the type of s
-        dtype = next((p.dtype for p in self.parameters() if p.is_floating_point()), None)
-        return condition(manifolds, s, batch_dim=self.batch_dim, dtype=dtype,
+        # coefficients follow the model's parameter dtype (and device), whatever the type of s
+        ref = next((p for p in self.parameters() if p.is_floating_point()), None)
+        return condition(manifolds, s, batch_dim=self.batch_dim,
+                         dtype=None if ref is None else ref.dtype,
+                         device=None if ref is None else ref.device,
                          grouped=self.grouped if grouped is None else grouped)
 
     def forward(self, *args: Any, s: object = None, **kwargs: Any) -> Any:
@@ -331,6 +340,10 @@ def _tie(new: ManifoldModule, target: type[ManifoldModule], module: nn.Module,
             (new.get_submodule(owner) if owner else new)._parameters[leaf] = other
 
 
+_AFFINE = (ManifoldLayerNorm, ManifoldGroupNorm, ManifoldBatchNorm1d, ManifoldBatchNorm2d,
+           ManifoldBatchNorm3d)  # their gains start at one by design
+
+
 def _reset(module: nn.Module) -> None:
     for m in module.modules():
         for fn in ("reset_parameters", "_reset_parameters"):
@@ -349,10 +362,19 @@ def _initialise(new: ManifoldModule, target: type[ManifoldModule], module: nn.Mo
         fresh = copy.deepcopy(module)
         for _ in range(manifold.n + 1):
             _reset(fresh)
+            if hasattr(target, "reset_plain"):  # a twin that knows its op's default init
+                target.reset_plain(fresh)  # type: ignore[attr-defined]
             draws.append({k: v.clone() for k, v in _plain_tensors(target, fresh).items()})
         # tensors whose reset is deterministic (norm gains, zero biases) start constant
         random_names = {k for k in original if not torch.equal(draws[0][k], draws[1][k])}
         draws = draws[1:]
+        constant = [k for k in original if k.endswith("weight") and k not in random_names
+                    and not isinstance(new, _AFFINE)]
+        if constant:
+            warnings.warn(
+                f"init='independent': {type(module).__name__} has no random default "
+                f"initialisation to draw from, so {', '.join(constant)} start(s) constant; "
+                "give its manifold twin a reset_plain(module) classmethod", stacklevel=4)
     scale = 1.0 / math.sqrt(float(manifold.gram().trace()))
     with torch.no_grad():
         for name, value in original.items():
@@ -484,6 +506,7 @@ def manifoldify(model: nn.Module, manifold: Manifold, *,
                                                 for sel in include_list):
             continue
         if any(_matches(sel, name, module) for sel in exclude_list):
+            done_prefixes.append(name)  # nor anything inside it (attention's out_proj)
             continue
         if id(module) in memo:
             new = memo[id(module)]
@@ -491,6 +514,7 @@ def manifoldify(model: nn.Module, manifold: Manifold, *,
             where = name or type(module).__name__
             if where not in skipped:
                 skipped.append(where)
+            done_prefixes.append(name)
             continue
         else:
             new = target.from_plain(module, manifold)  # type: ignore[attr-defined]

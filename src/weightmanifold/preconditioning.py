@@ -194,6 +194,9 @@ class Preconditioned(torch.optim.Optimizer):
         # parameters whose current gradient is already preconditioned; a backward pass that
         # accumulates into a gradient un-marks it (the hook holds the set, not the optimizer)
         self._marked: set[int] = set()
+        self._hook()
+
+    def _hook(self) -> None:
         marked = self._marked
         self._hooks = [p.register_post_accumulate_grad_hook(
             lambda q, marked=marked: marked.discard(id(q))) for p, _ in self._all]
@@ -334,3 +337,9 @@ class Preconditioned(torch.optim.Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self._marked = set()
+        self._hook()
+
+    def __del__(self) -> None:
+        for handle in getattr(self, "_hooks", ()):
+            handle.remove()

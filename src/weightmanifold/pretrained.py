@@ -22,7 +22,7 @@ from torch import nn
 from .conversion import ManifoldModel, manifoldify
 from .topology import Manifold
 
-__all__ = ["from_pretrained", "save_pretrained"]
+__all__ = ["from_pretrained", "load_weights", "save_pretrained"]
 
 _META = "weightmanifold.json"
 
@@ -95,6 +95,18 @@ def from_pretrained(model_class: type, path: str | os.PathLike, manifold: Manifo
         ValueError: if it was saved on another manifold, or its tensors do not fit.
     """
     path = Path(path)
+    meta = _metadata(path, manifold)
+    manifoldify_options.setdefault("batch_dim", meta.get("batch_dim", 0))
+    if "include" not in manifoldify_options and "exclude" not in manifoldify_options:
+        # convert exactly what was converted when it was saved
+        recorded = set(meta.get("converted", []))
+        manifoldify_options["include"] = [lambda name, _m, recorded=recorded: name in recorded]
+    manifoldify_options["inplace"] = True  # the plain model was just built: no copy
+    model = manifoldify(_plain_from_config(model_class, path), manifold, **manifoldify_options)
+    return load_weights(model, path)
+
+
+def _metadata(path: Path, manifold: Manifold) -> dict[str, Any]:
     meta_file = path / _META
     if not meta_file.exists():
         raise FileNotFoundError(
@@ -104,8 +116,20 @@ def from_pretrained(model_class: type, path: str | os.PathLike, manifold: Manifo
     mine = json.loads(json.dumps(manifold._config(), default=str))
     if meta.get("config") != mine:
         raise ValueError(f"{path} was saved on {meta.get('manifold')}, not on {manifold!r}")
-    manifoldify_options.setdefault("batch_dim", meta.get("batch_dim", 0))
-    model = manifoldify(_plain_from_config(model_class, path), manifold, **manifoldify_options)
+    return meta
+
+
+def load_weights(model: ManifoldModel, path: str | os.PathLike) -> ManifoldModel:
+    """Load the tensors saved by :func:`save_pretrained` in ``path`` into ``model`` (in place).
+
+    The model takes the dtype the tensors were saved in.
+
+    Raises:
+        FileNotFoundError: if ``path`` holds no converted model.
+        ValueError: if it was saved on another manifold, or its tensors do not fit.
+    """
+    path = Path(path)
+    _metadata(path, model.manifold)
     state = _state_dict(path)
     dtype = next((v.dtype for k, v in state.items()
                   if v.is_floating_point() and not k.endswith("_extra_state")), None)
@@ -113,10 +137,11 @@ def from_pretrained(model_class: type, path: str | os.PathLike, manifold: Manifo
         model = model.to(dtype)  # load in the dtype it was saved in, not the config's
     missing, unexpected = model.module.load_state_dict(state, strict=False)
     # a tied tensor is saved once: the keys left out must share a tensor with a loaded one
-    loaded = {id(t) for k, t in model.module.state_dict(keep_vars=True).items() if k in state}
-    untied = [k for k, t in model.module.state_dict(keep_vars=True).items()
-              if k in missing and id(t) not in loaded]
+    current = model.module.state_dict(keep_vars=True)
+    loaded = {id(t) for k, t in current.items() if k in state}
+    untied = [k for k in missing if id(current.get(k)) not in loaded]
     if untied or unexpected:
-        raise ValueError(f"{path} does not fit {model_class.__name__} on {manifold!r}: "
-                         f"missing {untied[:5]}, unexpected {list(unexpected)[:5]}")
+        raise ValueError(f"{path} does not fit {type(model.module).__name__} on "
+                         f"{model.manifold!r}: missing {untied[:5]}, "
+                         f"unexpected {list(unexpected)[:5]}")
     return model

@@ -39,8 +39,10 @@ class Groups:
     distinct conditions (evaluation sweeps, piecewise-constant experts).
 
     Attributes:
-        unique: coefficients of the distinct points, ``[U, n]`` (differentiable
-            with respect to ``s``).
+        unique: coefficients of the distinct points, ``[U, n]``, taken from the
+            first example of each group: a gradient with respect to ``s``
+            reaches that example only (use the basis path, ``grouped=False``,
+            to differentiate with respect to every ``s_i``).
         order: the examples sorted by group (stable), ``[B]`` int64.
         restore: the inverse permutation of ``order``, ``[B]`` int64.
         counts: examples per group, Python ints (part of the value's shape: a
@@ -185,13 +187,14 @@ def _as_manifolds(target: object) -> tuple[tuple[Manifold, ...], int | None]:
         f"layers, got {type(target).__name__}")
 
 
-def _at_least(s: object, dtype: torch.dtype) -> object:
+def _at_least(s: object, dtype: torch.dtype, device: torch.device | None) -> object:
     """``s`` as a tensor evaluated at no less precision than ``dtype`` (invalid ``s`` unchanged)."""
     try:
         if isinstance(s, (np.ndarray, np.generic)):
-            s = torch.as_tensor(s)
-        elif not isinstance(s, Tensor):
-            s = torch.as_tensor(s, dtype=dtype)
+            s = torch.as_tensor(s, device=device)
+        elif not isinstance(s, Tensor):  # Python numbers: never read in less than the default
+            s = torch.as_tensor(s, dtype=torch.promote_types(torch.get_default_dtype(), dtype),
+                                device=device)
     except (TypeError, ValueError, RuntimeError):
         return s  # the manifold's check names the problem
     if s.is_floating_point() and s.dtype != dtype:
@@ -201,7 +204,8 @@ def _at_least(s: object, dtype: torch.dtype) -> object:
 
 def condition(target: Manifold | Sequence[Manifold] | nn.Module, s: object, *,
               batch_dim: int | None = None, grouped: bool = False,
-              dtype: torch.dtype | None = None) -> Conditioning:
+              dtype: torch.dtype | None = None,
+              device: torch.device | str | None = None) -> Conditioning:
     """Validate ``s`` and evaluate the basis of every manifold of ``target`` once.
 
     Args:
@@ -219,6 +223,8 @@ def condition(target: Manifold | Sequence[Manifold] | nn.Module, s: object, *,
             arrays and tensors are evaluated in the wider of their dtype and
             this one, then cast. Default: the dtype of ``s`` (Python numbers:
             the default dtype).
+        device: where an ``s`` given as Python numbers or NumPy is put (a
+            model's device); tensors stay where they are.
 
     Returns:
         A :class:`Conditioning`, differentiable with respect to ``s``.
@@ -238,7 +244,7 @@ def condition(target: Manifold | Sequence[Manifold] | nn.Module, s: object, *,
     manifolds, model_bd = _as_manifolds(target)
     bd = (model_bd or 0) if batch_dim is None else int(batch_dim)
     if dtype is not None and not isinstance(s, bool) and s is not None:
-        s = _at_least(s, dtype)
+        s = _at_least(s, dtype, None if device is None else torch.device(device))
     bases = []
     for m in manifolds:
         a = m.coefficients(s)

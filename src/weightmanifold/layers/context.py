@@ -71,10 +71,21 @@ def conditioned(conditioning: Conditioning) -> Iterator[Conditioning]:
         stack.pop()
 
 
+#: conditionings re-entered for a running backward pass, by autograd graph task (a backward
+#: may run on another thread than its forward: on CUDA, the device's worker thread)
+_reentered: dict[int, list[Conditioning]] = {}
+_MAX_TASKS = 64  # entries of backward passes that died without their end-of-pass callback
+
+
 def active() -> Conditioning | None:
-    """The innermost ambient conditioning of this thread, or ``None``."""
+    """The innermost ambient conditioning: this thread's, else the running backward pass's."""
     stack = getattr(_local, "stack", None)
-    return stack[-1] if stack else None
+    if stack:
+        return stack[-1]
+    if not _reentered:
+        return None
+    entries = _reentered.get(torch._C._current_graph_task_id())
+    return entries[-1] if entries else None
 
 
 def _tensors(obj: Any, depth: int = 0) -> list[torch.Tensor]:
@@ -98,8 +109,11 @@ def reenter_in_backward(outputs: Any, conditioning: Conditioning) -> Any:
     """``outputs`` themselves, with ``conditioning`` made ambient while backward runs through them.
 
     A gradient hook on each output that requires a gradient makes the
-    conditioning ambient when backward reaches it (before it reaches any layer
-    of the model) and leaves it when that backward pass ends. The outputs are
+    conditioning ambient for that backward pass (keyed by autograd's graph
+    task, whichever thread runs it) when backward reaches the output — before
+    it reaches any layer of the model — and leaves it when the pass ends. A
+    pass that dies in an error never reaches its end: its entry is never read
+    again (no other pass has its task id) and is dropped after 64 more. The outputs are
     the same tensor objects (they may be modified in place). A no-op when
     gradients are off, inside a traced region or a ``torch.func`` transform
     (where recomputation never runs Python layers), or when no output requires
@@ -108,24 +122,30 @@ def reenter_in_backward(outputs: Any, conditioning: Conditioning) -> Any:
     if not torch.is_grad_enabled() or _checks.tracing() or \
             torch._C._functorch.peek_interpreter_stack() is not None:
         return outputs
-    tensors = [t for t in _tensors(outputs) if t.requires_grad]
+    # leaves (a returned parameter) need no re-entry: backward reaches no layer through them
+    tensors = [t for t in _tensors(outputs) if t.requires_grad and t.grad_fn is not None]
     if not tensors:
         return outputs
-    entered: list[list[Conditioning]] = []  # the stack it is on, while a backward runs
+    entered: set[int] = set()  # the graph tasks it is ambient for
 
     def enter(grad: torch.Tensor) -> None:
-        if entered:
+        task = torch._C._current_graph_task_id()
+        if task in entered:
             return  # already ambient for this backward pass
-        stack = _stack()
-        stack.append(conditioning)
-        entered.append(stack)
+        entered.add(task)
+        if task not in _reentered and len(_reentered) >= _MAX_TASKS:
+            del _reentered[next(iter(_reentered))]  # a pass that died (an error in backward)
+        _reentered.setdefault(task, []).append(conditioning)
 
         def leave() -> None:
-            for i in range(len(stack) - 1, -1, -1):
-                if stack[i] is conditioning:
-                    del stack[i]
+            entries = _reentered.get(task, [])
+            for i in range(len(entries) - 1, -1, -1):
+                if entries[i] is conditioning:
+                    del entries[i]
                     break
-            entered.clear()
+            if not entries:
+                _reentered.pop(task, None)
+            entered.discard(task)
 
         torch.autograd.Variable._execution_engine.queue_callback(leave)
 

@@ -63,6 +63,12 @@ class ManifoldTransposedLinear(ManifoldOp):
         out = Conv1D(self.out_features, self.in_features)
         return out.to(device=self.weight.device, dtype=self.weight.dtype)
 
+    @staticmethod
+    def reset_plain(module: nn.Module) -> None:
+        """``Conv1D``'s own initialisation (it has no ``reset_parameters``): N(0, 0.02²)."""
+        with torch.no_grad():
+            nn.init.normal_(module.weight, std=0.02)
+
     @classmethod
     def from_plain(cls, module: nn.Module, manifold: Manifold) -> ManifoldTransposedLinear:
         """A manifold twin of a ``transformers`` ``Conv1D`` (weights set by the caller)."""
