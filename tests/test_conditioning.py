@@ -7,6 +7,8 @@ import warnings
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -459,3 +461,43 @@ def test_preconditioned_survives_pickling():
     m2(torch.randn(4, 3), s=torch.rand(4)).sum().backward()  # accumulates: fresh again
     o2.step()
     assert not torch.equal(raw, m2.module.weight.grad)
+
+
+def test_state_dicts_of_the_previous_format_still_load():
+    model = wm.manifoldify(nn.Sequential(nn.Linear(3, 2)), wm.Ellipse(), init="independent")
+    old = dict(model.state_dict())
+    old["module.0._extra_state"] = {"manifold": "Ellipse()", "config": wm.Ellipse()._config()}
+    again = wm.manifoldify(nn.Sequential(nn.Linear(3, 2)), wm.Ellipse())
+    again.load_state_dict(old)
+    assert torch.equal(again.module[0].weight, model.module[0].weight)
+    old["module.0._extra_state"] = {"manifold": "Line()", "config": wm.Line()._config()}
+    with pytest.raises(RuntimeError, match=r"saved from a model on Line\(\)"):
+        again.load_state_dict(old)
+
+
+def test_condition_rejects_what_it_cannot_condition():
+    with pytest.raises(TypeError, match="takes a Manifold"):
+        wm.condition("ellipse", torch.rand(3))
+    with pytest.raises(ValueError, match="no manifold layer"):
+        wm.condition(nn.Linear(2, 2), torch.rand(3))
+    with pytest.raises(ValueError, match="holds 2 manifolds"):
+        wm.condition([wm.Line(), wm.Ellipse()], torch.rand(3)).coefficients
+    with pytest.raises(TypeError, match="floating-point"):
+        wm.condition(wm.Line(), torch.tensor([0, 1]))
+    with pytest.raises(RuntimeError, match="cannot be traced"):
+        torch.compile(lambda s: wm.condition(wm.Line(), s, grouped=True).groups,
+                      fullgraph=True)(torch.rand(3))
+
+
+@settings(max_examples=25, deadline=None)
+@given(batch=st.integers(2, 9), distinct=st.integers(1, 9), single=st.booleans())
+def test_grouped_and_basis_paths_agree(batch, distinct, single):
+    torch.manual_seed(batch * 10 + distinct)
+    net = nn.Sequential(nn.Conv2d(2, 3, 3), nn.GroupNorm(1, 3), nn.Flatten(), nn.Linear(12, 2))
+    model = wm.manifoldify(net, wm.BSpline(4, degree=1, periodic=True), init="independent")
+    x = torch.randn(batch, 2, 4, 4)
+    s = torch.rand(1) if single else torch.rand(min(distinct, batch)).repeat(batch)[:batch]
+    basis = model(x, s=s)
+    grouped = model(x, s=wm.condition(model, s, grouped=True))
+    assert torch.allclose(basis, grouped, atol=1e-5)
+    assert torch.allclose(basis, per_example(model, net, x, s.expand(batch)), atol=1e-5)
