@@ -481,7 +481,7 @@ def test_condition_rejects_what_it_cannot_condition():
     with pytest.raises(ValueError, match="no manifold layer"):
         wm.condition(nn.Linear(2, 2), torch.rand(3))
     with pytest.raises(ValueError, match="holds 2 manifolds"):
-        wm.condition([wm.Line(), wm.Ellipse()], torch.rand(3)).coefficients
+        _ = wm.condition([wm.Line(), wm.Ellipse()], torch.rand(3)).coefficients
     with pytest.raises(TypeError, match="floating-point"):
         wm.condition(wm.Line(), torch.tensor([0, 1]))
     with pytest.raises(RuntimeError, match="cannot be traced"):
