@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from .layers.attention import ManifoldMultiheadAttention
 from .layers.base import ManifoldModule
 from .layers.conditioning import Conditioning, condition, manifolds_of
-from .layers.context import _stack, reenter_in_backward
+from .layers.context import conditioned, reenter_in_backward
 from .layers.conv import ManifoldConv1d, ManifoldConv2d, ManifoldConv3d
 from .layers.embedding import ManifoldEmbedding
 from .layers.linear import ManifoldLinear
@@ -200,13 +200,8 @@ class ManifoldModel(nn.Module):
         """
         if not hasattr(self.module, "generate"):
             raise TypeError(f"{type(self.module).__name__} has no generate method")
-        cond = self.condition(s)
-        stack = _stack()
-        stack.append(cond)
-        try:
+        with conditioned(self.condition(s)):
             return self.module.generate(*args, **kwargs)
-        finally:
-            stack.pop()
 
     def save_pretrained(self, path: Any, **kwargs: Any) -> None:
         """Save as the wrapped model saves, plus the manifold.
@@ -270,12 +265,8 @@ class ManifoldModel(nn.Module):
             ValueError: if ``s`` is missing or invalid, or does not match the batch.
         """
         cond = self.condition(s)
-        stack = _stack()
-        stack.append(cond)
-        try:
+        with conditioned(cond):
             out = self.module(*args, **kwargs)
-        finally:
-            stack.pop()
         return reenter_in_backward(out, cond)
 
     def extra_repr(self) -> str:

@@ -187,9 +187,7 @@ class Preconditioned(torch.optim.Optimizer):
             raise ValueError(
                 "the optimizer holds none of the model's parameters: build it over "
                 "model.parameters() (or the part of them you train)")
-        # only the manifold parameters the optimiser steps are preconditioned (a frozen body,
-        # several optimisers over one model); the others are not touched
-        self._params = [(p, m) for p, m in self._all if id(p) in optimised]
+        self._select()
         self._metric = _Metric(measure=measure, frozen=self.frozen, singular=singular, eps=eps)
         # parameters whose current gradient is already preconditioned; a backward pass that
         # accumulates into a gradient un-marks it (the hook holds the set, not the optimizer)
@@ -220,10 +218,15 @@ class Preconditioned(torch.optim.Optimizer):
     def defaults(self) -> dict[str, Any]:  # type: ignore[override]
         return self.optimizer.defaults
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        self.optimizer.add_param_group(param_group)
+    def _select(self) -> None:
+        """Only the manifold parameters the optimiser steps are preconditioned (a frozen body,
+        several optimisers over one model); the others are not touched."""
         optimised = {id(p) for group in self.optimizer.param_groups for p in group["params"]}
         self._params = [(p, m) for p, m in self._all if id(p) in optimised]
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        self.optimizer.add_param_group(param_group)
+        self._select()
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .conversion import ManifoldModel, manifoldify
+from .layers.base import _plain_config
 from .topology import Manifold
 
 __all__ = ["from_pretrained", "load_weights", "save_pretrained"]
@@ -45,7 +46,7 @@ def save_pretrained(model: ManifoldModel, path: str | os.PathLike, **kwargs: Any
                         "state_dict (it holds only tensors) with torch.save or safetensors")
     inner.save_pretrained(path, **kwargs)
     meta = {"format": 1, "manifold": repr(model.manifold),
-            "config": json.loads(json.dumps(model.manifold._config(), default=str)),
+            "config": _plain_config(model.manifold),
             "batch_dim": model.batch_dim, "converted": model.converted,
             "class": f"{type(inner).__module__}.{type(inner).__qualname__}"}
     with open(Path(path) / _META, "w") as f:
@@ -113,8 +114,7 @@ def _metadata(path: Path, manifold: Manifold) -> dict[str, Any]:
             f"{path} holds no {_META}: it is not a model saved by weightmanifold's "
             "save_pretrained (a plain pretrained model converts with wm.manifoldify)")
     meta = json.loads(meta_file.read_text())
-    mine = json.loads(json.dumps(manifold._config(), default=str))
-    if meta.get("config") != mine:
+    if meta.get("config") != _plain_config(manifold):
         raise ValueError(f"{path} was saved on {meta.get('manifold')}, not on {manifold!r}")
     return meta
 

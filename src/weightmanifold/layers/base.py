@@ -167,9 +167,14 @@ class ManifoldModule(nn.Module):
                                       unexpected_keys, error_msgs)
 
 
+def _as_json(value: object) -> object:
+    """``value`` as JSON gives it back (tuples become lists)."""
+    return json.loads(json.dumps(value, default=str))
+
+
 def _plain_config(manifold: Manifold) -> object:
-    """The manifold's config as JSON gives it back (tuples become lists)."""
-    return json.loads(json.dumps(manifold._config(), default=str))
+    """The manifold's config as saved (see :func:`_as_json`)."""
+    return _as_json(manifold._config())
 
 
 def _encode_identity(manifold: Manifold) -> Tensor:
@@ -186,5 +191,5 @@ def _decode_identity(extra: object) -> dict | None:
             return None
         return out if isinstance(out, dict) else None
     if isinstance(extra, dict):  # saved before 0.2: config as a tuple
-        return {**extra, "config": json.loads(json.dumps(extra.get("config"), default=str))}
+        return {**extra, "config": _as_json(extra.get("config"))}
     return None
