@@ -22,6 +22,7 @@ from .layers.context import conditioned, reenter_in_backward
 from .layers.conv import ManifoldConv1d, ManifoldConv2d, ManifoldConv3d
 from .layers.embedding import ManifoldEmbedding
 from .layers.linear import ManifoldLinear
+from .layers.low_rank import LowRankOp, low_rank_class
 from .layers.norm import (
     ManifoldBatchNorm1d,
     ManifoldBatchNorm2d,
@@ -32,7 +33,8 @@ from .layers.norm import (
 from .layers.transposed_linear import ManifoldTransposedLinear
 from .topology import Manifold, Point
 
-__all__ = ["CONVERTIBLE", "INITS", "ManifoldModel", "manifoldify", "register_conversion"]
+__all__ = ["CONVERTIBLE", "INITS", "ManifoldModel", "manifoldify", "modulation_coefficients",
+           "register_conversion"]
 
 #: plain module type → manifold layer type, in the order they are matched (isinstance)
 CONVERTIBLE: dict[type[nn.Module], type[ManifoldModule]] = {
@@ -317,18 +319,29 @@ def _plain_tensors(target: type[ManifoldModule], module: nn.Module,
 
 
 def _tie(new: ManifoldModule, target: type[ManifoldModule], module: nn.Module,
-         tied: dict[int, nn.Parameter]) -> None:
+         tied: dict[int, Any]) -> None:
     """One manifold tensor for every converted layer that shared an original parameter."""
     for name, value in _plain_tensors(target, module, detach=False).items():
         if not isinstance(value, nn.Parameter):
             continue  # a slice (attention's packed projections): nothing shared to keep
         mine = new.get_parameter(name)
+        owner_name, _, leaf = name.rpartition(".")
+        owner = new.get_submodule(owner_name) if owner_name else new
         other = tied.get(id(value))
         if other is None:
             tied[id(value)] = mine
+            if isinstance(owner, LowRankOp) and leaf == "weight":
+                tied[id(mine)] = owner  # type: ignore[assignment]
         elif other.shape == mine.shape:
-            owner, _, leaf = name.rpartition(".")
-            (new.get_submodule(owner) if owner else new)._parameters[leaf] = other
+            first = tied.get(id(other))
+            if isinstance(owner, LowRankOp) and leaf == "weight":
+                if not (isinstance(first, LowRankOp) and first.rank == owner.rank
+                        and first.weight_up.shape == owner.weight_up.shape
+                        and first.weight_down.shape == owner.weight_down.shape):
+                    continue  # differently factorised: tying W0 alone would not tie W(s)
+                owner._parameters["weight_up"] = first.weight_up
+                owner._parameters["weight_down"] = first.weight_down
+            owner._parameters[leaf] = other
 
 
 _AFFINE = (ManifoldLayerNorm, ManifoldGroupNorm, ManifoldBatchNorm1d, ManifoldBatchNorm2d,
@@ -343,38 +356,159 @@ def _reset(module: nn.Module) -> None:
                 break
 
 
+Rank = int | Callable[[str, nn.Module], "int | None"] | None
+
+
+def _rank_of(rank: Rank, name: str, module: nn.Module) -> int | None:
+    return rank(name, module) if callable(rank) else rank
+
+
+def _convert(module: nn.Module, target: type[ManifoldModule], manifold: Manifold,
+             rank: int | None, name: str) -> ManifoldModule:
+    """The manifold twin of ``module``: full rank, or low rank where its type has a twin."""
+    if rank is None:
+        return target.from_plain(module, manifold)  # type: ignore[attr-defined]
+    low: Any = low_rank_class(target)
+    if low is None and target is ManifoldMultiheadAttention:
+        low = target
+    if low is None:  # vectors only (norm gains and biases): a rank means nothing
+        return target.from_plain(module, manifold)  # type: ignore[attr-defined]
+    try:
+        return low.from_plain(module, manifold, rank=rank)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"{name or type(module).__name__}: {err}") from err
+
+
+def _check_init(init: object) -> str | float:
+    """``init`` validated: ``"constant"``, ``"independent"`` or a modulation scale ε >= 0."""
+    if isinstance(init, bool) or not isinstance(init, (str, int, float)):
+        raise ValueError(f"init must be 'constant', 'independent' or a number eps >= 0, "
+                         f"got {init!r}")
+    if isinstance(init, str):
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}; valid: {', '.join(INITS)} or a number "
+                             "eps >= 0 (the scale of the initial modulation)")
+        return init
+    eps = float(init)
+    if not math.isfinite(eps) or eps < 0:
+        raise ValueError(f"init eps must be a finite number >= 0, got {init!r}")
+    return eps
+
+
+def _fresh_draws(target: type[ManifoldModule], module: nn.Module, count: int
+                 ) -> tuple[list[dict[str, Tensor]], set[str]]:
+    """``count`` fresh default initialisations of ``module``'s tensors, and which are random."""
+    original = _plain_tensors(target, module)
+    fresh = copy.deepcopy(module)
+    draws: list[dict[str, Tensor]] = []
+    for _ in range(count + 1):
+        _reset(fresh)
+        if hasattr(target, "reset_plain"):  # a twin that knows its op's default init
+            target.reset_plain(fresh)  # type: ignore[attr-defined]
+        draws.append({k: v.clone() for k, v in _plain_tensors(target, fresh).items()})
+    # tensors whose reset is deterministic (norm gains, zero biases) start constant
+    random_names = {k for k in original if not torch.equal(draws[0][k], draws[1][k])}
+    return draws[1:], random_names
+
+
+def modulation_coefficients(manifold: Manifold) -> Tensor:
+    r"""The ``[n, n]`` map ``M`` from iid draws ``Z_l`` to the zero-mean modulation's basis.
+
+    .. math::
+
+        \Delta_k = \sum_l M_{kl} Z_l, \qquad
+        \sum_k a_k(s)\, \Delta_k = \frac{\sum_l (a_l(s) - m_l) Z_l}{\sqrt{\operatorname{tr} C}},
+        \qquad m = \int a\, ds,\; C = \bar G - m m^T,
+
+    i.e. :math:`M = (I - c\, m^T)/\sqrt{\operatorname{tr} C}` with the constant
+    coefficients ``c``. The modulation has mean zero over ``s`` and, for draws of
+    variance :math:`v`, mean variance :math:`v` (float64).
+
+    Raises:
+        ValueError: for a manifold without variation (``tr C = 0``, a point).
+    """
+    g = manifold.gram()
+    c = manifold.constant()
+    m = g @ c
+    tr = float(torch.trace(g - torch.outer(m, m)))
+    if tr <= 1e-12:
+        raise ValueError(f"{manifold!r} has no variation over s to modulate (tr C = {tr:.3g})")
+    return (torch.eye(manifold.n, dtype=torch.float64) - torch.outer(c, m)) / math.sqrt(tr)
+
+
 def _initialise(new: ManifoldModule, target: type[ManifoldModule], module: nn.Module,
-                manifold: Manifold, init: str) -> None:
+                manifold: Manifold, init: str | float) -> None:
     original = _plain_tensors(target, module)
     c = manifold.constant()
     draws: list[dict[str, Tensor]] = []
     random_names: set[str] = set()
-    if init == "independent":
-        fresh = copy.deepcopy(module)
-        for _ in range(manifold.n + 1):
-            _reset(fresh)
-            if hasattr(target, "reset_plain"):  # a twin that knows its op's default init
-                target.reset_plain(fresh)  # type: ignore[attr-defined]
-            draws.append({k: v.clone() for k, v in _plain_tensors(target, fresh).items()})
-        # tensors whose reset is deterministic (norm gains, zero biases) start constant
-        random_names = {k for k in original if not torch.equal(draws[0][k], draws[1][k])}
-        draws = draws[1:]
+    eps = init if isinstance(init, float) else None
+    if init == "independent" or (eps is not None and eps > 0 and manifold.n > 1):
+        draws, random_names = _fresh_draws(target, module, manifold.n)
         constant = [k for k in original if k.endswith("weight") and k not in random_names
                     and not isinstance(new, _AFFINE)]
         if constant:
             warnings.warn(
-                f"init='independent': {type(module).__name__} has no random default "
+                f"init={init!r}: {type(module).__name__} has no random default "
                 f"initialisation to draw from, so {', '.join(constant)} start(s) constant; "
                 "give its manifold twin a reset_plain(module) classmethod", stacklevel=4)
     scale = 1.0 / math.sqrt(float(manifold.gram().trace()))
+    mix = modulation_coefficients(manifold) * eps if eps and random_names else None
     with torch.no_grad():
         for name, value in original.items():
+            owner_name, _, leaf = name.rpartition(".")
+            owner = new.get_submodule(owner_name) if owner_name else new
+            if isinstance(owner, LowRankOp) and leaf == "weight":
+                scale_lr = 1.0 if init == "independent" else (eps or 0.0)
+                _initialise_low_rank(owner, value, manifold, scale_lr)
+                continue
             param = new.get_parameter(name)
-            if name in random_names:
+            cc = c.to(dtype=value.dtype, device=value.device)
+            start = cc.reshape(-1, *([1] * value.ndim)) * value
+            if name in random_names and mix is None:  # independent
                 param.copy_(torch.stack([d[name] for d in draws]) * scale)
+            elif name in random_names:  # the original network plus eps times a modulation
+                z = torch.stack([d[name] for d in draws]).to(torch.float64)
+                delta = torch.einsum("kl,l...->k...", mix, z).to(value.dtype)
+                param.copy_(start + delta)
             else:
-                cc = c.to(dtype=value.dtype, device=value.device)
-                param.copy_(cc.reshape(-1, *([1] * value.ndim)) * value)
+                param.copy_(start)
+
+
+def _initialise_low_rank(layer: LowRankOp, weight: Tensor, manifold: Manifold,
+                         eps: float) -> None:
+    r"""``W₀``, ``U``, ``V`` of a low-rank layer: the original ``weight`` plus ε times a modulation.
+
+    .. math::
+
+        V_k \sim \mathcal N(0, \sigma^2),\quad U_k \sim \mathcal N(0, \varepsilon^2\sigma^2),
+        \quad \sigma^4 = \frac{v}{r \operatorname{tr} C},\quad
+        W_0 = W - \sum_k m_k U_k V_k,
+
+    with :math:`v` the mean square of ``weight``: the mean of :math:`W(s)` over
+    ``s`` is ``weight`` and the modulation :math:`\sum_k (a_k - m_k) U_k V_k` has,
+    in expectation, ε² times its mean square. At ε = 0 the deltas are zero (``U = 0``,
+    as LoRA's up-projection) and the network is the original one at every ``s``;
+    the first gradient of :math:`U_k` is :math:`\mathbb E_s[a_k \nabla_W \ell]\, V_k^T`,
+    non-zero wherever the loss depends on ``s``, which breaks the degenerate start.
+    """
+    g = manifold.gram()
+    m = g @ manifold.constant()
+    tr = float(torch.trace(g - torch.outer(m, m)))
+    tr = tr if tr > 1e-12 else 1.0
+    v = float(weight.double().pow(2).mean()) or 1.0 / max(1, weight[0].numel())
+    sigma = (v / (layer.rank * tr)) ** 0.25
+    kw = {"dtype": layer.weight_down.dtype, "device": layer.weight_down.device}
+    down = torch.randn(layer.weight_down.shape, **kw) * sigma
+    up = torch.randn(layer.weight_up.shape, **kw) * (sigma * eps)
+    pad = getattr(layer, "padding_idx", None)
+    if pad is not None:
+        up[:, pad] = 0.0  # the padding row of E(s) stays that of E0
+    layer.weight_down.copy_(down)
+    layer.weight_up.copy_(up)
+    layer.weight.copy_(weight)
+    mean_delta = layer.delta(m.to(**kw))
+    layer.weight.sub_(mean_delta)
 
 
 def _warn_unconverted(root: nn.Module, manifold_ids: set[int], exclude: list[Selector],
@@ -401,8 +535,9 @@ def _warn_unconverted(root: nn.Module, manifold_ids: set[int], exclude: list[Sel
 
 def manifoldify(model: nn.Module, manifold: Manifold, *,
                 include: Iterable[Selector] | None = None,
-                exclude: Iterable[Selector] = (), init: str = "constant",
-                batch_dim: int | None = None, inplace: bool = False) -> ManifoldModel:
+                exclude: Iterable[Selector] = (), init: str | float = "constant",
+                rank: Rank = None, batch_dim: int | None = None,
+                inplace: bool = False) -> ManifoldModel:
     """Turn any ``nn.Module`` into a manifold model, without editing its code.
 
     Every convertible submodule — ``Linear``, ``Conv1d/2d/3d`` (all options),
@@ -436,6 +571,24 @@ def manifoldify(model: nn.Module, manifold: Manifold, *,
       the default initialisation (for the ellipse, at every ``s``). Tensors
       whose default initialisation is deterministic (norm gains, zero biases)
       start constant.
+    * a number ``ε >= 0`` (the *modulated* family, one knob between the two):
+      the original network plus ε times a zero-mean modulation drawn from the
+      layer's default initialisation (:func:`modulation_coefficients`),
+
+      .. math::
+
+          W(s) = W + \\varepsilon\\,
+          \\frac{\\sum_l (a_l(s) - m_l)\\, Z_l}{\\sqrt{\\operatorname{tr} C}},
+          \\qquad m = \\int a\\, ds,\\quad C = \\bar G - m m^T,
+
+      with iid default draws :math:`Z_l`. The mean over ``s`` of :math:`W(s)` is
+      the original :math:`W` at every ε, and ε is the ratio of the modulation's
+      RMS (averaged over ``s``) to the default initialisation's: ``0`` is
+      ``"constant"``, ``1`` varies the weights over ``s`` by as much as they
+      are large. At the start the gradient of :math:`W_k` is
+      :math:`\\mathbb E_s[a_k(s)\\, \\nabla_W \\ell(W(s), s)]`: at ε = 0 it
+      separates the basis points only through the loss's dependence on ``s``;
+      at ε > 0 also through the different networks at different ``s``.
 
     Args:
         model: any module (it is deep-copied unless ``inplace=True``).
@@ -444,7 +597,7 @@ def manifoldify(model: nn.Module, manifold: Manifold, *,
             patterns on qualified names such as ``"features.*"``, module types,
             or ``callable(name, module) -> bool``); default: all convertible.
         exclude: never convert submodules matching one of these.
-        init: ``"constant"`` or ``"independent"``.
+        init: ``"constant"``, ``"independent"`` or a modulation scale ``ε >= 0``.
         batch_dim: the batch axis of activations inside the model (1 for
             sequence-first transformers). Default: 0, except that a model
             holding sequence-first modules (``batch_first=False`` attention,
@@ -456,9 +609,11 @@ def manifoldify(model: nn.Module, manifold: Manifold, *,
         A :class:`ManifoldModel` called as ``model(*inputs, s=s)``.
 
     Raises:
-        ValueError: for an unknown ``init``, a model with no convertible layer,
-            or a sequence-first model converted without ``batch_dim``.
-        TypeError: if ``model`` is not a module or ``manifold`` not a Manifold.
+        ValueError: for an unknown ``init`` or a negative ε, a ``rank`` < 1 or larger than a
+            layer's dimensions (naming the layer), a model with no convertible layer, or a
+            sequence-first model converted without ``batch_dim``.
+        TypeError: if ``model`` is not a module, ``manifold`` not a Manifold, or ``rank``
+            not an integer.
 
     Examples:
         >>> import torch, weightmanifold as wm
@@ -473,8 +628,13 @@ def manifoldify(model: nn.Module, manifold: Manifold, *,
     if not isinstance(manifold, Manifold):
         raise TypeError(
             f"manifold must be a weightmanifold Manifold, got {type(manifold).__name__}")
-    if init not in INITS:
-        raise ValueError(f"unknown init {init!r}; valid: {', '.join(INITS)}")
+    init = _check_init(init)
+    if rank is not None and not callable(rank):
+        if isinstance(rank, bool) or not isinstance(rank, int):
+            raise TypeError(f"rank must be an integer, None or a callable (name, module) -> "
+                            f"int | None, got {rank!r} ({type(rank).__name__})")
+        if rank < 1:
+            raise ValueError(f"rank must be >= 1, got {rank}")
     if isinstance(model, ManifoldModel):
         raise ValueError("the model is already a manifold model")
     _register_known()
@@ -508,7 +668,7 @@ def manifoldify(model: nn.Module, manifold: Manifold, *,
             done_prefixes.append(name)
             continue
         else:
-            new = target.from_plain(module, manifold)  # type: ignore[attr-defined]
+            new = _convert(module, target, manifold, _rank_of(rank, name, module), name)
             _initialise(new, target, module, manifold, init)
             _tie(new, target, module, tied)
             new.train(module.training)

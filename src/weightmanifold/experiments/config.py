@@ -43,6 +43,11 @@ class RunConfig:
                                      default=None)
     test_subset: int | None = _help("evaluate on a seeded random subset of this many images",
                                     default=None)
+    validation: int | None = _help(
+        "hold out this many training images (seeded, disjoint from the images trained on) "
+        "as a validation split: evaluated after every epoch for curves and choices, while "
+        "the test set is read once, at the end of the run (default: no split; the test "
+        "set is evaluated every epoch, as in the paper)", default=None)
     task: str = _help("conditioning task: rotation, noise or unconditioned",
                       default="rotation")
     task_options: dict[str, Any] = _help(
@@ -61,8 +66,14 @@ class RunConfig:
         default_factory=dict)
     features: str = _help("condition features of concat/embed/film baselines: raw s or the "
                           "manifold's basis a(s)", default="raw")
-    init: str = _help("manifold initialisation: independent (fresh draw per basis point) or "
-                      "constant (every point the same network)", default="independent")
+    init: str | float = _help(
+        "manifold initialisation: independent (fresh draw per basis point), constant "
+        "(every point the same network) or a number eps >= 0: the network plus eps times a "
+        "zero-mean modulation over s (0 = constant; see wm.manifoldify)",
+        default="independent")
+    rank: int | None = _help(
+        "low-rank manifold: every weight W0 + sum_k a_k(s) U_k V_k with rank-r deltas "
+        "(capped at each layer's own rank); default: full rank", default=None)
     widths: list[int] | None = _help("conv channel widths (default: the paper's 32 64 128)",
                                      default=None)
     hidden: int = _help("width of the dense layer of the CNN", default=512)
@@ -113,7 +124,13 @@ class RunConfig:
         for key in ("epochs", "batch_size", "eval_batch_size", "hidden"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"config key {key!r} must be >= 1, got {getattr(self, key)}")
-        for key in ("train_subset", "test_subset", "max_steps", "threads"):
+        if isinstance(self.init, str) and self.init not in ("constant", "independent"):
+            raise ConfigError(f"config key 'init': unknown {self.init!r}; valid: constant, "
+                              "independent or a number eps >= 0")
+        if not isinstance(self.init, str) and not (0 <= self.init < float("inf")):
+            raise ConfigError(f"config key 'init' must be a number >= 0, got {self.init}")
+        for key in ("train_subset", "test_subset", "validation", "rank", "max_steps",
+                    "threads"):
             v = getattr(self, key)
             if v is not None and v < 1:
                 raise ConfigError(f"config key {key!r} must be >= 1, got {v}")
@@ -174,6 +191,8 @@ class RunConfig:
 
 def _type_ok(value: Any, annotation: str | type) -> bool:
     text = str(annotation)
+    if " | " in text and not text.endswith("| None"):
+        return any(_type_ok(value, part) for part in text.split(" | "))
     if value is None:
         return "None" in text
     if isinstance(value, bool):

@@ -312,6 +312,37 @@ class ImageDataset:
             name=self.name,
         )
 
+    def split(self, n: int, seed: int) -> tuple[ImageDataset, ImageDataset]:
+        """Two disjoint parts: ``n`` seeded random images (e.g. validation) and the rest.
+
+        Both keep the original relative order, so the rest is the same images
+        in the same order for a given ``(n, seed)``, and a later :meth:`subset`
+        of it is too.
+
+        Raises:
+            ValueError: unless ``1 <= n < len(self)``.
+
+        Examples:
+            >>> ds = ImageDataset(torch.zeros(10, 1, 2, 2, dtype=torch.uint8),
+            ...                   torch.arange(10) % 2, ("a", "b"), "toy")
+            >>> held, rest = ds.split(3, seed=0)
+            >>> len(held), len(rest)
+            (3, 7)
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n < len(self):
+            raise ValueError(f"a split of {self.name!r} needs 1 <= n < {len(self)} images held "
+                             f"out, got {n!r}")
+        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
+        mask = torch.zeros(len(self), dtype=torch.bool)
+        mask[order[:n]] = True
+        parts = []
+        for keep in (mask, ~mask):
+            idx = keep.nonzero().flatten()
+            parts.append(ImageDataset(self.images.index_select(0, idx.to(self.images.device)),
+                                      self.labels.index_select(0, idx.to(self.labels.device)),
+                                      self.classes, self.name))
+        return parts[0], parts[1]
+
 
 # --------------------------------------------------------------------------- helpers
 

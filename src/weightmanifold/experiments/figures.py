@@ -60,8 +60,8 @@ __all__ = [
 
 DPI = 120
 _SEEN_COLOR = "0.88"
-_CURVE_COLUMNS = ("train_loss", "test_loss", "test_accuracy", "seen_accuracy",
-                  "unseen_accuracy")
+_CURVE_COLUMNS = ("train_loss", "test_loss", "val_loss", "test_accuracy", "seen_accuracy",
+                  "unseen_accuracy", "val_accuracy", "val_seen_accuracy", "val_unseen_accuracy")
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -203,13 +203,17 @@ def plot_training_curves(run_dir: str | Path) -> Path:
     styles = {"train_loss": ("train", "-"), "test_loss": ("test", "--"),
               "test_accuracy": ("test (all conditions)", "-"),
               "seen_accuracy": ("seen conditions", "--"),
-              "unseen_accuracy": ("unseen conditions", ":")}
+              "unseen_accuracy": ("unseen conditions", ":"),
+              "val_loss": ("validation", "-."), "val_accuracy": ("validation (all)", "-."),
+              "val_seen_accuracy": ("validation, seen", "-."),
+              "val_unseen_accuracy": ("validation, unseen", (0, (1, 3)))}
     for key in present:
         ax = ax_loss if key.endswith("_loss") else ax_acc
         label, ls = styles[key]
-        ax.plot(x, _nan([r[key] for r in rows]), ls, marker="o", markersize=3, label=label)
+        ax.plot(x, _nan([r[key] for r in rows]), linestyle=ls, marker="o", markersize=3,
+                label=label)
     ax_loss.set(xlabel=xlabel, ylabel="cross-entropy loss", title="loss")
-    ax_acc.set(xlabel=xlabel, ylabel="accuracy", title="test accuracy")
+    ax_acc.set(xlabel=xlabel, ylabel="accuracy", title="accuracy")
     for ax in (ax_loss, ax_acc):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
@@ -727,7 +731,8 @@ def _plot_run_dir(run_dir: Path) -> list[Path]:
     raw = _read_csv(run_dir / "metrics_by_condition.csv")
     if raw:
         last = (raw[-1]["epoch"], raw[-1]["step"])
-        rows = [r for r in raw if (r["epoch"], r["step"]) == last]
+        rows = [r for r in raw if (r["epoch"], r["step"]) == last
+                and r.get("split", "test") == "test"]
         label = str(config.get("name") or run_dir.name)
         paths.append(plot_accuracy_by_condition(
             {label: rows}, run_dir / "by_condition.png", periodic=periodic,

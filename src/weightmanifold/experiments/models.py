@@ -269,7 +269,7 @@ def build_model(arch: str = "cnn", method: str = "plain", manifold: wm.Manifold 
                 features: str = "raw", in_channels: int = 3, image_size: int = 32,
                 classes: int = 10, init: str = "independent",
                 widths: Sequence[int] | None = None, hidden: int = PAPER_HIDDEN,
-                cond_dim: int | None = None) -> Classifier:
+                cond_dim: int | None = None, rank: int | None = None) -> Classifier:
     """Build one of the paper's models for a method (see the module docstring).
 
     Args:
@@ -281,6 +281,8 @@ def build_model(arch: str = "cnn", method: str = "plain", manifold: wm.Manifold 
         init: initialisation of the manifold network (see :func:`manifoldify`).
         widths, hidden: channel widths and dense width (paper defaults when ``None``).
         cond_dim: columns of raw ``s`` (defaults to ``manifold.dim`` or 1).
+        rank: a low-rank manifold network (``manifoldify(..., rank=)``) with rank
+            ``min(rank, the layer's own rank)`` in each layer; ``None``: full rank.
 
     Raises:
         ValueError: for an unknown arch/method/features, or a missing manifold.
@@ -313,12 +315,28 @@ def build_model(arch: str = "cnn", method: str = "plain", manifold: wm.Manifold 
                              widths or PAPER_WIDTHS, hidden)
     if method == "manifold":
         assert manifold is not None
-        net = wm.manifoldify(net, manifold, init=init)
+        net = wm.manifoldify(net, manifold, init=init,
+                             rank=None if rank is None else capped_rank(rank))
         # the suite trains and evaluates eagerly: group each batch by condition, so that
         # batches with few distinct conditions (few training angles, evaluation at one s,
         # piecewise-constant experts) run one plain network per condition
         net.grouped = True
     return Classifier(net, method, manifold, features)
+
+
+def capped_rank(rank: int):
+    """``rank(name, module)`` for ``manifoldify``: ``rank``, or a smaller layer's own rank.
+
+    The first convolution of a one-channel network is a ``32 × 9`` matrix: rank 16
+    cannot be asked of it.
+    """
+    def choose(name: str, module: nn.Module) -> int:
+        weight = module.weight if hasattr(module, "weight") else None
+        if not isinstance(weight, torch.Tensor) or weight.ndim < 2:
+            return rank
+        groups = getattr(module, "groups", 1)
+        return min(rank, weight.shape[0] // groups, weight[0].numel())
+    return choose
 
 
 def count_parameters(model: nn.Module) -> int:

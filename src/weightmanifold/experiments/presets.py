@@ -10,12 +10,19 @@ budget that finishes on a 2-core CPU: Fashion-MNIST (the Debian package), a
 preset                   figure      what varies
 ======================== =========== ================================================
 rotation-sparsity        Fig. 2b     fraction of training angles × method (including
-                                     width-matched baselines, experts, no metric)
+                                     width-matched baselines, experts, no metric, and
+                                     the low-rank ellipse at ranks 4, 8, 16)
 noise                    Fig. 3      method (accuracy vs noise level from each run)
 optimizers               Fig. 4a     optimiser of the ellipse network
 unconditioned            Fig. 4b–c   ellipse with random s vs point network, CNN/ResNet
 preconditioning-ablation —           ellipse with vs without the metric
+init                     —           the ellipse's initial modulation ε × fraction of
+                                     training angles, vs plain and matched baselines
 ======================== =========== ================================================
+
+The ``init`` study trains on the full training set less a 5 000-image
+validation split (read every epoch, for the curves and for choices), and reads
+the test set once, at the end of each run.
 """
 
 from __future__ import annotations
@@ -49,6 +56,11 @@ BASELINES: dict[str, dict[str, Any]] = {
 
 
 _SCALE_SHAPE = {"cpu": (1, 28), "paper": (3, 32)}  # (channels, size) of the scale's data
+
+#: low-rank ellipse networks (``W0 + Σ a_k U_k V_k``, rank r; about the plain network's size)
+LOW_RANK: dict[str, dict[str, Any]] = {
+    f"ellipse-r{r}": {"method": "manifold", "manifold": "ellipse", "rank": r}
+    for r in (4, 8, 16)}
 
 
 @functools.cache
@@ -136,6 +148,8 @@ class Preset:
             runs' evaluation conditions are the x axis).
         metric: the summary metric compared across configurations.
         reference: the label every other method is compared with (paired by seed).
+        reference_side: ``"left"``: differences are reference minus method;
+            ``"right"``: method minus reference (a baseline as the reference).
     """
 
     name: str
@@ -145,6 +159,7 @@ class Preset:
     metric: str
     build: Any = field(repr=False)
     reference: str = "ellipse"
+    reference_side: str = "left"
 
     def runs(self, scale: str = "cpu") -> list[PresetRun]:
         """The configurations at ``scale`` ("cpu" or "paper").
@@ -166,7 +181,7 @@ class Preset:
 def _rotation_sparsity(scale: str) -> list[tuple[str, str, Any, dict[str, Any]]]:
     fractions = [0.1, 0.25, 1.0] if scale == "cpu" else [0.05, 0.1, 0.25, 0.5, 0.75, 1.0]
     methods = {"ellipse": {"method": "manifold", "manifold": "ellipse"}, **BASELINES,
-               **matched_baselines(scale, "ellipse")}
+               **matched_baselines(scale, "ellipse"), **LOW_RANK}
     out = []
     for f in fractions:
         for label, keys in methods.items():
@@ -225,6 +240,35 @@ def _unconditioned(scale: str) -> list[tuple[str, str, Any, dict[str, Any]]]:
     return out
 
 
+#: the modulation scales of the initialisation study (``init = eps``; 0 is "constant")
+INIT_SCALES = (0.0, 0.03, 0.1, 0.3, 1.0)
+#: the initialisation study's budget: the full training set less a validation split, read
+#: every epoch for the curves; the test set is read once, at the end of each run
+_INIT_BASE: dict[str, dict[str, Any]] = {
+    "cpu": {"train_subset": None, "test_subset": None, "validation": 5000, "epochs": 10},
+    "paper": {"validation": 5000},
+}
+
+
+def _init_study(scale: str) -> list[tuple[str, str, Any, dict[str, Any]]]:
+    methods: dict[str, dict[str, Any]] = {
+        **{f"ellipse-eps{eps:g}": {"method": "manifold", "init": eps} for eps in INIT_SCALES},
+        "ellipse-independent": {"method": "manifold", "init": "independent"},
+        "plain": {"method": "plain"}}
+    matched = matched_baselines(scale, "ellipse")
+    methods["plain-wide"] = matched["plain-wide"]
+    methods["experts"] = {**matched["experts"], "init": "independent"}
+    # the low-rank ellipse from the network itself (ε = 0: zero deltas, LoRA's start)
+    methods.update({f"{label}-eps0": {**keys, "init": 0.0} for label, keys in LOW_RANK.items()})
+    out = []
+    for f in (0.1, 0.25):
+        for label, keys in methods.items():
+            out.append((f"{label}-f{f}", label, f,
+                        {"manifold": "ellipse", **keys, **_INIT_BASE[scale], "task": "rotation",
+                         "task_options": {"train_fraction": f, "mode": "subset", "bins": 36}}))
+    return out
+
+
 def _ablation(scale: str) -> list[tuple[str, str, Any, dict[str, Any]]]:
     rot = {"task": "rotation", "task_options": {"train_fraction": 0.25, "mode": "subset"},
            "method": "manifold", "manifold": "ellipse"}
@@ -245,6 +289,11 @@ PRESETS: dict[str, Preset] = {
         Preset("unconditioned", "ellipse with a random s per example vs a point network, "
                "paper CNN and ResNet-18-LN", "Fig. 4b-c", "arch", "test_accuracy",
                _unconditioned),
+        Preset("init", "initialisation study: the ellipse's initial modulation eps (0 = "
+               "constant ... 1, and independent draws) vs plain and capacity-matched "
+               "baselines, seen and unseen angles, validation curves",
+               "-", "train_fraction", "unseen_accuracy", _init_study, reference="plain",
+               reference_side="right"),
         Preset("preconditioning-ablation", "ellipse manifold with vs without the metric "
                "preconditioning", "-", "precondition", "test_accuracy", _ablation,
                reference="metric"),

@@ -33,7 +33,8 @@ from .trainer import RunData, load_run_data, run_seeds
 __all__ = ["METRICS", "markdown_tables", "paired_difference", "paired_differences", "run_sweep",
            "sweep_rows", "t_quantile_975"]
 
-METRICS = ("test_accuracy", "seen_accuracy", "unseen_accuracy", "test_loss", "train_loss")
+METRICS = ("test_accuracy", "seen_accuracy", "unseen_accuracy", "test_loss", "train_loss",
+           "val_accuracy", "val_seen_accuracy", "val_unseen_accuracy")
 
 # two-sided 95 % quantiles of Student's t, by degrees of freedom
 _T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
@@ -117,7 +118,7 @@ def _x_is_method(runs: Sequence[PresetRun]) -> bool:
 
 
 def paired_differences(runs: Sequence[PresetRun], root: Path, seeds: Sequence[int],
-                       reference: str) -> list[dict[str, Any]]:
+                       reference: str, side: str = "left") -> list[dict[str, Any]]:
     """Reference method minus each other method, paired by seed, at every x.
 
     Seeds pair runs that saw the same data order and training conditions. Where
@@ -126,8 +127,12 @@ def paired_differences(runs: Sequence[PresetRun], root: Path, seeds: Sequence[in
     otherwise one row, the test accuracy. When every x holds one method (the
     swept variable *is* the method, as in the optimizers and ablation presets)
     the reference is compared with every other run, and ``x`` is the other
-    run's value.
+    run's value. ``side="right"`` reports each method minus the reference instead
+    (for a baseline as the reference); the row's ``reference`` and ``label``
+    keep their meaning and ``sign`` says which was subtracted.
     """
+    if side not in ("left", "right"):
+        raise ValueError(f"side must be 'left' or 'right', got {side!r}")
     by_x: dict[Any, dict[str, PresetRun]] = {}
     for run in runs:
         by_x.setdefault(run.x, {})[run.label] = run
@@ -147,10 +152,13 @@ def paired_differences(runs: Sequence[PresetRun], root: Path, seeds: Sequence[in
                 continue
             other = _summaries(root / run.config.name.split("/")[-1], seeds)
             for metric in metrics:
-                diff = paired_difference([r["final"][metric] for r in ref],
-                                         [o["final"][metric] for o in other])
+                a = [r["final"][metric] for r in ref]
+                b = [o["final"][metric] for o in other]
+                diff = paired_difference(*((a, b) if side == "left" else (b, a)))
                 rows.append({"x": run.x, "reference": reference, "label": label,
-                             "metric": metric, "difference": diff["mean"],
+                             "sign": "reference - method" if side == "left"
+                             else "method - reference", "metric": metric,
+                             "difference": diff["mean"],
                              "ci_low": diff["ci_low"], "ci_high": diff["ci_high"],
                              "n": diff["n"], "reference_parameters": ref[0]["parameters"],
                              "parameters": other[0]["parameters"],
@@ -214,8 +222,10 @@ def markdown_tables(rows: Sequence[Mapping[str, Any]], diffs: Sequence[Mapping[s
                  "–" if r.get("wall_time_s") in (None, "") else f"{float(r['wall_time_s']):.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     if diffs:
-        lines += ["", f"{diffs[0]['reference']} minus each method, paired by seed "
-                  "(percentage points, 95 % t interval):", ""]
+        lead = f"{diffs[0]['reference']} minus each method" \
+            if diffs[0].get("sign") != "method - reference" \
+            else f"each method minus {diffs[0]['reference']}"
+        lines += ["", f"{lead}, paired by seed (percentage points, 95 % t interval):", ""]
         head = ["comparison", *xcol, "metric", "difference", "95 % interval", "seeds",
                 "parameters (reference / other)", "MFLOP / example (reference / other)"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -225,7 +235,9 @@ def markdown_tables(rows: Sequence[Mapping[str, Any]], diffs: Sequence[Mapping[s
             params = " / ".join("–" if d.get(k) in (None, "") else f"{int(d[k]):,}"
                                 for k in ("reference_parameters", "parameters"))
             flops = " / ".join(_mflop(d.get(k)) for k in ("reference_flops", "flops"))
-            cells = [f"{d['reference']} − {d['label']}", *([str(d["x"])] if x_name else []),
+            pair = (d["label"], d["reference"]) if d.get("sign") == "method - reference" \
+                else (d["reference"], d["label"])
+            cells = [f"{pair[0]} − {pair[1]}", *([str(d["x"])] if x_name else []),
                      str(d["metric"]).replace("_", " "), _signed(d["difference"]), interval,
                      str(d["n"]), params, flops]
             lines.append("| " + " | ".join(cells) + " |")
@@ -284,14 +296,15 @@ def run_sweep(preset: Preset, root: str | Path, *, scale: str = "cpu",
     aggregates = []
     for i, run in enumerate(runs):
         c = run.config
-        key = (c.dataset, c.data_dir, c.train_subset, c.test_subset)
+        key = (c.dataset, c.data_dir, c.train_subset, c.test_subset, c.validation)
         if key not in cache:
             cache[key] = load_run_data(c)
         log(f"[{i + 1}/{len(runs)}] {c.name} ({run.label}, x={run.x}), seeds {seeds}")
         aggregates.append(run_seeds(c, seeds, root / c.name.split("/")[-1], data=cache[key],
                                     progress=progress, log=log))
     rows = sweep_rows(runs, aggregates, root)
-    diffs = paired_differences(runs, root, seeds, preset.reference) if len(seeds) > 1 else []
+    diffs = paired_differences(runs, root, seeds, preset.reference, preset.reference_side) \
+        if len(seeds) > 1 else []
     atomic_write_csv(root / "results.csv", rows)
     if diffs:
         atomic_write_csv(root / "differences.csv", diffs)
@@ -320,9 +333,11 @@ def _figures(preset: Preset, runs: Sequence[PresetRun], aggregates: Sequence[dic
         name = run.config.name.split("/")[-1]
         curves[name] = [_read_csv(root / name / f"seed_{s}" / "metrics.csv")
                         for s in agg["seeds"]]
-    plot_curves_over_seeds(curves, root / "curves.png", metric=preset.metric,
-                           title=f"{preset.name}: {preset.metric.replace('_', ' ')} over "
-                                 "training")
+    # with a validation split the test set is read once: the curves are validation curves
+    metric = preset.metric if runs[0].config.validation is None else \
+        "val_" + preset.metric.removeprefix("test_")
+    plot_curves_over_seeds(curves, root / "curves.png", metric=metric,
+                           title=f"{preset.name}: {metric.replace('_', ' ')} over training")
     # accuracy by condition of each method at one x (the sparsest swept point, if any)
     numeric = [x for x in xs if isinstance(x, (int, float))]
     pick = min(numeric) if numeric else xs[0]

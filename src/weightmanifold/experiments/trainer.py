@@ -75,6 +75,7 @@ __all__ = [
 #: or they extend the run)
 RESUMABLE_CHANGES = ("threads", "device", "checkpoint_every", "epochs", "max_steps", "name")
 SUBSET_SEED = 12345
+VAL_SEED = 54321
 
 
 class TrainingDivergedError(RuntimeError):
@@ -90,6 +91,8 @@ class RunData:
     test_x: Tensor
     test_y: Tensor
     classes: tuple[str, ...]
+    val_x: Tensor | None = None
+    val_y: Tensor | None = None
 
     @property
     def in_channels(self) -> int:
@@ -116,12 +119,22 @@ def load_run_data(config: RunConfig) -> RunData:
 
         train = load_dataset(config.dataset, config.data_dir, "train")
         test = load_dataset(config.dataset, config.data_dir, "test")
+    val_x = val_y = None
+    if config.validation is not None:
+        if config.validation >= len(train):
+            raise ValueError(f"validation = {config.validation} leaves nothing to train on: "
+                             f"the training set holds {len(train)} images")
+        # carved before any training subset, with its own seed, so the validation images
+        # are the same whatever the subset and never among the images trained on
+        val, train = train.split(config.validation, VAL_SEED)
+        val_x, val_y = val.float(), val.labels
     gen = torch.Generator().manual_seed(SUBSET_SEED)
     if config.train_subset is not None and config.train_subset < len(train):
         train = train.subset(config.train_subset, generator=gen)
     if config.test_subset is not None and config.test_subset < len(test):
         test = test.subset(config.test_subset, generator=gen)
-    return RunData(train.float(), train.labels, test.float(), test.labels, train.classes)
+    return RunData(train.float(), train.labels, test.float(), test.labels, train.classes,
+                   val_x, val_y)
 
 
 def training_flops_per_example(model: nn.Module, task: Task, data: RunData,
@@ -179,7 +192,7 @@ def build_run(config: RunConfig, data: RunData) -> tuple[Task, Classifier]:
     model = build_model(config.arch, config.method, manifold, features=config.features,
                         in_channels=data.in_channels, image_size=data.image_size,
                         classes=len(data.classes), init=config.init,
-                        widths=config.widths, hidden=config.hidden)
+                        widths=config.widths, hidden=config.hidden, rank=config.rank)
     return task, model
 
 
@@ -431,25 +444,39 @@ class Trainer:
                 with torch.no_grad():
                     return self.model(x.to(device), s.to(device)).cpu()
 
-            res = evaluate_by_condition(predict, self.data.test_x, self.data.test_y, self.task,
-                                        self.config.eval_batch_size,
-                                        generator=self.config.seed * 2 + 2)
-            record.update({
-                "test_accuracy": res["overall"]["accuracy"],
-                "test_loss": res["overall"]["loss"],
-                "seen_accuracy": res["seen"]["accuracy"] if res["seen"] else None,
-                "unseen_accuracy": res["unseen"]["accuracy"] if res["unseen"] else None,
-                "by_condition": res["conditions"],
-            })
+            def measure(x: Tensor, y: Tensor, prefix: str, seed: int) -> None:
+                res = evaluate_by_condition(predict, x, y, self.task,
+                                            self.config.eval_batch_size, generator=seed)
+                record.update({
+                    f"{prefix}accuracy": res["overall"]["accuracy"],
+                    f"{prefix}loss": res["overall"]["loss"],
+                    f"{prefix}seen_accuracy": res["seen"]["accuracy"] if res["seen"] else None,
+                    f"{prefix}unseen_accuracy": res["unseen"]["accuracy"] if res["unseen"]
+                    else None,
+                    f"{prefix}by_condition": res["conditions"],
+                })
+
+            if self.data.val_x is not None:
+                assert self.data.val_y is not None
+                measure(self.data.val_x, self.data.val_y, "val_", self.config.seed * 2 + 3)
+            if self.data.val_x is None or self._done():
+                # with a validation split the test set is read once, by the final evaluation
+                measure(self.data.test_x, self.data.test_y, "", self.config.seed * 2 + 2)
+                for key in ("accuracy", "loss"):
+                    record[f"test_{key}"] = record.pop(key)
             self.model.train()
             self._snapshot(f"epoch {self.epoch}" if self.step_in_epoch == 0
                            else f"step {self.global_step}")
             msg = (f"{self.config.name} epoch {self.epoch} step {self.global_step}: "
-                   f"train loss {record['train_loss']:.4f}, "
-                   f"test accuracy {100 * record['test_accuracy']:.2f}%")
-            if record["unseen_accuracy"] is not None:
-                msg += (f" (seen {100 * record['seen_accuracy']:.2f}%, "
-                        f"unseen {100 * record['unseen_accuracy']:.2f}%)")
+                   f"train loss {record['train_loss']:.4f}")
+            for prefix, name in (("val_", "validation"), ("", "test")):
+                if f"{prefix}seen_accuracy" not in record:
+                    continue
+                overall = record["val_accuracy" if prefix else "test_accuracy"]
+                msg += f", {name} accuracy {100 * overall:.2f}%"
+                if record[f"{prefix}unseen_accuracy"] is not None:
+                    msg += (f" (seen {100 * record[f'{prefix}seen_accuracy']:.2f}%, "
+                            f"unseen {100 * record[f'{prefix}unseen_accuracy']:.2f}%)")
             self.log(msg)
         self.history.append(record)
 
@@ -474,14 +501,20 @@ class Trainer:
     def _write_results(self, message: str | None = None) -> None:
         if self.rank != 0:
             return
-        rows = [{k: v for k, v in r.items() if k != "by_condition"} for r in self.history]
-        atomic_write_csv(self.out / "metrics.csv", rows,
-                         ["epoch", "step", "train_loss", "test_accuracy", "test_loss",
-                          "seen_accuracy", "unseen_accuracy"])
-        cond_rows = [{"epoch": r["epoch"], "step": r["step"], **c}
-                     for r in self.history for c in r.get("by_condition") or []]
+        rows = [{k: v for k, v in r.items() if not k.endswith("by_condition")}
+                for r in self.history]
+        columns = ["epoch", "step", "train_loss", "test_accuracy", "test_loss",
+                   "seen_accuracy", "unseen_accuracy"]
+        if self.data.val_x is not None:
+            columns += ["val_accuracy", "val_loss", "val_seen_accuracy", "val_unseen_accuracy"]
+        atomic_write_csv(self.out / "metrics.csv", [{k: r.get(k) for k in columns}
+                                                    for r in rows], columns)
+        cond_rows = [{"epoch": r["epoch"], "step": r["step"], "split": split, **c}
+                     for r in self.history
+                     for split, key in (("val", "val_by_condition"), ("test", "by_condition"))
+                     for c in r.get(key) or []]
         atomic_write_csv(self.out / "metrics_by_condition.csv", cond_rows,
-                         ["epoch", "step", "s", "seen", "accuracy", "loss"])
+                         ["epoch", "step", "split", "s", "seen", "accuracy", "loss"])
         atomic_write_json(self.out / "summary.json", self.summary(message))
 
 
@@ -532,7 +565,8 @@ def aggregate_seeds(root: str | Path, seeds: Sequence[int]) -> dict[str, Any]:
             raise RuntimeError(f"{path}: the run of seed {seed} is {summary['status']}")
         finals.append(summary["final"])
     metrics = {}
-    for key in ("train_loss", "test_accuracy", "test_loss", "seen_accuracy", "unseen_accuracy"):
+    for key in ("train_loss", "test_accuracy", "test_loss", "seen_accuracy", "unseen_accuracy",
+                "val_accuracy", "val_loss", "val_seen_accuracy", "val_unseen_accuracy"):
         values = [f[key] for f in finals if f.get(key) is not None]
         if values:
             metrics[key] = _mean_std(values)
