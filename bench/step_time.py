@@ -19,12 +19,20 @@ as the median step time and its ratio to the plain network in the same rounds:
   (per-example ``s``) under ``torch.compile(fullgraph=True)``, the optimiser step
   eager; the compiled ellipse is reported as a ratio to the compiled plain
   network, and the first (compiling) step's time is printed;
+* ``ellipse-r4`` / ``-r8`` / ``-r16``: the low-rank ellipse,
+  ``manifoldify(cnn, Ellipse(), rank=r, init=0.1)``, one condition per example,
+  ``Preconditioned`` SGD (the block solve of the low-rank metric);
+  ``ellipse-r8-joint``: the same at rank 8 with the joint (conjugate-gradient)
+  solve;
 * ``precondition``: the metric preconditioning alone (part of the ellipse step);
+  ``precondition-r8``: the low-rank block preconditioning alone (part of the
+  ``ellipse-r8`` step);
 * ``at-inference`` vs ``plain-inference``: a forward pass of ``wm.at(model, s)``
   against the plain network.
 
 Peak memory (max RSS of a fresh process running a few steps of one variant) is
-measured in subprocesses, one per variant.
+measured in subprocesses, one per variant. The parameter count of each trained
+variant's model is printed with its ratio to the plain network's.
 
 Run: ``python bench/step_time.py`` (add ``--rounds`` for more repetitions).
 """
@@ -58,6 +66,8 @@ class Setup:
         self.plain = paper_cnn(padding=padding)
         self.padding = padding
         self.compile_s: dict[str, float] = {}
+        self.parameters: dict[str, int] = {"plain": sum(p.numel()
+                                                        for p in self.plain.parameters())}
 
     def sgd(self, model: nn.Module) -> torch.optim.Optimizer:
         return torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -94,14 +104,24 @@ class Setup:
         if name in ("ellipse", "line", "ellipse-output-mix"):
             manifold = wm.Line() if name == "line" else wm.Ellipse()
             model = wm.manifoldify(self.plain, manifold, init="independent")
+            self.parameters[name] = sum(p.numel() for p in model.parameters())
             if name == "ellipse-output-mix":  # the n×-wide output path everywhere
                 for m in model.modules():
                     if isinstance(m, wm.layers.ManifoldOp):
                         m.mix = "output"
             opt = wm.Preconditioned(self.sgd(model), model)
             return self.step(model, opt, lambda: model(x, s=s))
-        if name == "precondition":
-            model = wm.manifoldify(self.plain, wm.Ellipse(), init="independent")
+        if name.startswith("ellipse-r"):
+            rank = int(name.split("-")[1][1:])
+            model = wm.manifoldify(self.plain, wm.Ellipse(), rank=rank, init=0.1)
+            opt = wm.Preconditioned(self.sgd(model), model,
+                                    low_rank="joint" if name.endswith("joint") else "block")
+            self.parameters[name] = sum(p.numel() for p in model.parameters())
+            return self.step(model, opt, lambda: model(x, s=s))
+        if name in ("precondition", "precondition-r8"):
+            model = wm.manifoldify(self.plain, wm.Ellipse(), init="independent") \
+                if name == "precondition" else \
+                wm.manifoldify(self.plain, wm.Ellipse(), rank=8, init=0.1)
             opt = wm.Preconditioned(self.sgd(model), model)
             F.cross_entropy(model(x, s=s), self.y).backward()
 
@@ -191,9 +211,10 @@ def _no_grad(net: nn.Module, x: torch.Tensor) -> None:
         net(x)
 
 
-VARIANTS = ["plain", "ellipse", "ellipse-output-mix", "line", "plain-compiled",
-            "ellipse-compiled", "per-example-vmap", "per-example-loop", "condconv",
-            "precondition", "plain-inference", "at-inference"]
+VARIANTS = ["plain", "ellipse", "ellipse-output-mix", "line", "ellipse-r4", "ellipse-r8",
+            "ellipse-r16", "ellipse-r8-joint", "plain-compiled", "ellipse-compiled",
+            "per-example-vmap", "per-example-loop", "condconv", "precondition",
+            "precondition-r8", "plain-inference", "at-inference"]
 #: variants timed against another reference than the eager plain step
 REFERENCE = {"plain-inference": "plain-inference", "at-inference": "plain-inference",
              "ellipse-compiled": "plain-compiled"}
@@ -261,15 +282,20 @@ def main() -> None:
     results = {}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
           f"{args.padding} padding, {args.rounds} rounds (median)")
-    print(f"{'variant':<20}{'ms':>10}{'ratio':>9}{'peak MiB':>11}")
+    print(f"{'variant':<20}{'ms':>10}{'ratio':>9}{'peak MiB':>11}{'params':>11}"
+          f"{'x plain':>9}")
     for name in runs:
         base = med.get(REFERENCE.get(name, "plain"))
         ratio = med[name] / base if base else float("nan")
         # compiled variants would compile again in the memory subprocess: not measured
         mem = (float("nan") if args.no_memory or name in setup.compile_s
                else peak_memory(name, args.batch, args.padding, args.tune_malloc))
-        results[name] = {"median_ms": 1000 * med[name], "ratio": ratio, "peak_mib": mem}
-        print(f"{name:<20}{1000 * med[name]:>10.1f}{ratio:>9.2f}{mem:>11.0f}")
+        params = setup.parameters.get(name)
+        p_ratio = params / setup.parameters["plain"] if params else float("nan")
+        results[name] = {"median_ms": 1000 * med[name], "ratio": ratio, "peak_mib": mem,
+                         "parameters": params, "parameter_ratio": p_ratio}
+        print(f"{name:<20}{1000 * med[name]:>10.1f}{ratio:>9.2f}{mem:>11.0f}"
+              f"{params if params else '':>11}{p_ratio:>9.3f}")
     for name, seconds in setup.compile_s.items():
         ratio = med[name] / med["plain"] if "plain" in med else float("nan")
         print(f"{name}: first step (compiling) {seconds:.1f} s; steady step {ratio:.2f}x "
@@ -279,6 +305,10 @@ def main() -> None:
         share = med["precondition"] / med["ellipse"]
         print(f"preconditioning is {100 * share:.2f} % of an ellipse step")
         results["precondition_share_of_ellipse_step"] = share
+    if "precondition-r8" in med and "ellipse-r8" in med:
+        share = med["precondition-r8"] / med["ellipse-r8"]
+        print(f"low-rank preconditioning is {100 * share:.2f} % of an ellipse-r8 step")
+        results["precondition_share_of_ellipse_r8_step"] = share
     for other in ("per-example-vmap", "per-example-loop", "condconv"):
         if other in med and "ellipse" in med:
             print(f"ellipse step is {med[other] / med['ellipse']:.1f}x faster than {other}")

@@ -26,9 +26,56 @@ import torch
 from torch import Tensor, nn
 
 from .layers.base import ManifoldModule
+from .layers.low_rank import LowRankOp
+from .low_rank_metric import LowRankGeometry, steepest_descent
 from .topology import Manifold
 
-__all__ = ["Preconditioned", "manifold_parameters", "precondition_gradients"]
+__all__ = ["Preconditioned", "low_rank_layers", "manifold_parameters", "precondition_gradients"]
+
+
+def low_rank_layers(model: nn.Module) -> list[LowRankOp]:
+    """The low-rank layers of ``model``, a factorisation shared by tied layers listed once."""
+    seen: set[int] = set()
+    out = []
+    for module in model.modules():
+        if isinstance(module, LowRankOp) and id(module.weight_up) not in seen:
+            seen.add(id(module.weight_up))
+            out.append(module)
+    return out
+
+
+class _LowRankMetric:
+    """The low-rank step (:mod:`weightmanifold.low_rank_metric`) on each layer's gradients."""
+
+    def __init__(self, mode: str, damping: float, iterations: int) -> None:
+        if mode not in ("block", "joint"):
+            raise ValueError(f"low_rank must be 'block' or 'joint', got {mode!r}")
+        if not damping > 0:
+            raise ValueError(f"damping must be > 0, got {damping!r}")
+        self.mode, self.damping, self.iterations = mode, damping, iterations
+        self._geometry: dict[tuple[Manifold, torch.dtype, torch.device], LowRankGeometry] = {}
+
+    def geometry(self, manifold: Manifold, like: Tensor) -> LowRankGeometry:
+        key = (manifold, like.dtype, like.device)
+        if key not in self._geometry:
+            self._geometry[key] = LowRankGeometry.of(manifold, like)
+        return self._geometry[key]
+
+    def apply(self, layer: LowRankOp, train_w0: bool) -> None:
+        w0, up, down = layer.low_rank_parameters()
+        if up.grad is None or down.grad is None:
+            return
+        with torch.no_grad():
+            w0b, u, v = (t.detach() for t in layer.factors())
+            g_w0 = w0.grad.reshape(w0b.shape) if train_w0 and w0.grad is not None else None
+            d_w0, du, dv = steepest_descent(
+                self.geometry(layer.manifold, up.grad), u, v, g_w0,
+                up.grad.reshape(u.shape), down.grad.reshape(v.shape), damping=self.damping,
+                mode=self.mode, iterations=self.iterations)
+            up.grad.copy_(du.reshape(up.shape))
+            down.grad.copy_(dv.reshape(down.shape))
+            if d_w0 is not None:
+                w0.grad.copy_(d_w0.reshape(w0.shape))
 
 
 def manifold_parameters(model: nn.Module) -> list[tuple[nn.Parameter, Manifold]]:
@@ -103,6 +150,9 @@ def precondition_gradients(
     frozen: Sequence[int] = (),
     singular: str = "regularize",
     eps: float = 1e-3,
+    low_rank: str = "block",
+    damping: float = 1e-2,
+    iterations: int = 20,
 ) -> None:
     """Multiply, in place, the gradient of every manifold parameter by the metric's inverse.
 
@@ -111,9 +161,17 @@ def precondition_gradients(
     gradients become zero and the others are multiplied by :math:`G_{LL}^{-1}`.
     Linear in the gradient, so it commutes with DDP's all-reduce.
 
+    Low-rank layers (``manifoldify(..., rank=r)``) get the steepest descent of
+    their exact, factor-dependent metric instead (:mod:`weightmanifold.low_rank_metric`);
+    their weight ``W₀`` counts as trained when it requires a gradient.
+
     Args:
         model: a model containing manifold layers.
-        measure, frozen, singular, eps: as :meth:`Manifold.preconditioner`.
+        measure, frozen, singular, eps: as :meth:`Manifold.preconditioner` (full-rank
+            manifolds only).
+        low_rank: ``"block"`` or ``"joint"`` solve of the low-rank metric.
+        damping: relative damping of the low-rank metric's factor blocks.
+        iterations: conjugate-gradient iterations of ``"joint"``.
 
     Examples:
         >>> import torch, weightmanifold as wm
@@ -124,6 +182,19 @@ def precondition_gradients(
     _Metric(measure=measure, frozen=tuple(frozen), singular=singular, eps=eps).apply(
         manifold_parameters(model)
     )
+    layers = low_rank_layers(model)
+    if layers:
+        _check_low_rank_options(measure, frozen)
+        lr = _LowRankMetric(low_rank, damping, iterations)
+        for layer in layers:
+            lr.apply(layer, train_w0=layer.weight.requires_grad)
+
+
+def _check_low_rank_options(measure: object, frozen: Sequence[int]) -> None:
+    if measure is not None or tuple(frozen):
+        raise ValueError(
+            "low-rank layers are preconditioned with the uniform measure and no frozen basis "
+            "points: measure= and frozen= apply to full-rank manifolds only")
 
 
 class Preconditioned(torch.optim.Optimizer):
@@ -148,11 +219,22 @@ class Preconditioned(torch.optim.Optimizer):
         frozen: basis indices that stay fixed (the tethered rod: ``[0]``).
         singular, eps: treatment of a singular metric (see
             :meth:`Manifold.preconditioner`).
+        low_rank: how the gradients of low-rank layers are preconditioned:
+            ``"block"`` (default) or ``"joint"`` (the exact steepest descent, by
+            conjugate gradients), see :mod:`weightmanifold.low_rank_metric`.
+        damping: relative damping of the low-rank metric, which is singular at a
+            zero-delta start and along the factors' gauge.
+        iterations: conjugate-gradient iterations per layer and step of ``"joint"``.
+
+    A low-rank layer's ``W₀`` is preconditioned jointly with its factors when the
+    optimiser steps it; a frozen ``W₀`` (fine-tuning a pretrained network) leaves
+    the factors' metric with :math:`\bar G` in place of the covariance.
 
     Raises:
         TypeError: if ``optimizer`` is not a ``torch.optim.Optimizer``.
         ValueError: if ``optimizer`` holds none of ``model``'s parameters (the
-            wrong model). Manifold parameters the optimiser does not step (a
+            wrong model), or ``measure``/``frozen`` are given for a model with
+            low-rank layers. Manifold parameters the optimiser does not step (a
             frozen body, a second optimiser) are simply not preconditioned.
 
     Examples:
@@ -172,6 +254,9 @@ class Preconditioned(torch.optim.Optimizer):
         frozen: Sequence[int] = (),
         singular: str = "regularize",
         eps: float = 1e-3,
+        low_rank: str = "block",
+        damping: float = 1e-2,
+        iterations: int = 20,
     ) -> None:
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(
@@ -182,8 +267,13 @@ class Preconditioned(torch.optim.Optimizer):
         self.optimizer = optimizer
         self.frozen = tuple(int(i) for i in frozen)
         self._all = manifold_parameters(model)
+        self._low_rank_all = low_rank_layers(model)
+        if self._low_rank_all:
+            _check_low_rank_options(measure, frozen)
+        self._low_rank_metric = _LowRankMetric(low_rank, damping, iterations)
         optimised = {id(p) for group in optimizer.param_groups for p in group["params"]}
-        if self._all and not optimised & {id(p) for p in model.parameters()}:
+        if (self._all or self._low_rank_all) and \
+                not optimised & {id(p) for p in model.parameters()}:
             raise ValueError(
                 "the optimizer holds none of the model's parameters: build it over "
                 "model.parameters() (or the part of them you train)")
@@ -196,8 +286,10 @@ class Preconditioned(torch.optim.Optimizer):
 
     def _hook(self) -> None:
         marked = self._marked
+        params = [p for p, _ in self._all] + [p for layer in self._low_rank_all
+                                              for p in layer.low_rank_parameters()]
         self._hooks = [p.register_post_accumulate_grad_hook(
-            lambda q, marked=marked: marked.discard(id(q))) for p, _ in self._all]
+            lambda q, marked=marked: marked.discard(id(q))) for p in params if p.requires_grad]
         for _, manifold in self._params:  # fail early on a bad measure / frozen set
             self._metric.matrix(manifold)
 
@@ -223,6 +315,10 @@ class Preconditioned(torch.optim.Optimizer):
         several optimisers over one model); the others are not touched."""
         optimised = {id(p) for group in self.optimizer.param_groups for p in group["params"]}
         self._params = [(p, m) for p, m in self._all if id(p) in optimised]
+        # low-rank layers whose factors are stepped, and whether W0 is stepped with them
+        self._low_rank = [(layer, id(layer.weight) in optimised) for layer in self._low_rank_all
+                          if id(layer.weight_up) in optimised and id(layer.weight_down)
+                          in optimised]
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         self.optimizer.add_param_group(param_group)
@@ -264,6 +360,12 @@ class Preconditioned(torch.optim.Optimizer):
         todo = [(p, m) for p, m in self._params if p.grad is not None and id(p) not in self._marked]
         self._metric.apply(todo)
         self._marked.update(id(p) for p, _ in todo)
+        for layer, train_w0 in self._low_rank:
+            params = layer.low_rank_parameters()
+            if any(id(p) in self._marked for p in params):
+                continue
+            self._low_rank_metric.apply(layer, train_w0)
+            self._marked.update(id(p) for p in params)
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """Precondition the gradients, then step the wrapped optimiser.

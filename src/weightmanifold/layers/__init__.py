@@ -8,6 +8,16 @@ from .conv import ManifoldConv1d, ManifoldConv2d, ManifoldConv3d
 from .embedding import ManifoldEmbedding
 from .linear import ManifoldLinear
 from .linear_op import ManifoldOp
+from .low_rank import (
+    LowRankConv1d,
+    LowRankConv2d,
+    LowRankConv3d,
+    LowRankEmbedding,
+    LowRankLinear,
+    LowRankOp,
+    LowRankTransposedLinear,
+    low_rank_class,
+)
 from .norm import (
     ManifoldBatchNorm1d,
     ManifoldBatchNorm2d,
@@ -21,6 +31,13 @@ from .transposed_linear import ManifoldTransposedLinear
 __all__ = [
     "Conditioning",
     "Groups",
+    "LowRankConv1d",
+    "LowRankConv2d",
+    "LowRankConv3d",
+    "LowRankEmbedding",
+    "LowRankLinear",
+    "LowRankOp",
+    "LowRankTransposedLinear",
     "ManifoldBatchNorm1d",
     "ManifoldBatchNorm2d",
     "ManifoldBatchNorm3d",
@@ -39,6 +56,7 @@ __all__ = [
     "active",
     "condition",
     "conditioned",
+    "low_rank_class",
     "manifolds_of",
     "reenter_in_backward",
     "single_condition",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +26,8 @@ class ManifoldMultiheadAttention(ManifoldModule):
         \\qquad Q(s) = x W_q(s) + b_q(s), \\ \\ldots
 
     The projections are :class:`ManifoldLinear` layers (``q_proj``, ``k_proj``,
-    ``v_proj``, ``out_proj``); the attention itself has no parameters. The
+    ``v_proj``, ``out_proj``), or :class:`~weightmanifold.layers.LowRankLinear`
+    with ``rank``; the attention itself has no parameters. The
     forward signature is that of ``nn.MultiheadAttention`` (``key_padding_mask``,
     ``need_weights``, ``attn_mask``, ``average_attn_weights``, ``is_causal``,
     ``batch_first``), plus ``s``. ``bias_k``/``bias_v``/``add_zero_attn`` are not
@@ -49,6 +51,7 @@ class ManifoldMultiheadAttention(ManifoldModule):
     def __init__(self, manifold: Manifold, embed_dim: int, num_heads: int,
                  dropout: float = 0.0, bias: bool = True, kdim: int | None = None,
                  vdim: int | None = None, batch_first: bool = False, *,
+                 rank: int | None = None,
                  device: torch.device | str | None = None,
                  dtype: torch.dtype | None = None) -> None:
         super().__init__(manifold)
@@ -59,11 +62,16 @@ class ManifoldMultiheadAttention(ManifoldModule):
         self.vdim = embed_dim if vdim is None else vdim
         self.batch_first = batch_first
         self.head_dim = embed_dim // num_heads
-        kw = {"device": device, "dtype": dtype}
-        self.q_proj = ManifoldLinear(manifold, embed_dim, embed_dim, bias, **kw)
-        self.k_proj = ManifoldLinear(manifold, self.kdim, embed_dim, bias, **kw)
-        self.v_proj = ManifoldLinear(manifold, self.vdim, embed_dim, bias, **kw)
-        self.out_proj = ManifoldLinear(manifold, embed_dim, embed_dim, bias, **kw)
+        kw: dict = {"device": device, "dtype": dtype}
+        proj: Any = ManifoldLinear
+        if rank is not None:  # low-rank projections (see weightmanifold.layers.low_rank)
+            from .low_rank import LowRankLinear
+
+            proj, kw = LowRankLinear, {**kw, "rank": rank}
+        self.q_proj = proj(manifold, embed_dim, embed_dim, bias, **kw)
+        self.k_proj = proj(manifold, self.kdim, embed_dim, bias, **kw)
+        self.v_proj = proj(manifold, self.vdim, embed_dim, bias, **kw)
+        self.out_proj = proj(manifold, embed_dim, embed_dim, bias, **kw)
 
     @property
     def in_proj_bias(self) -> Tensor | None:
@@ -145,8 +153,8 @@ class ManifoldMultiheadAttention(ManifoldModule):
         return out
 
     @classmethod
-    def from_plain(cls, module: nn.MultiheadAttention,
-                   manifold: Manifold) -> ManifoldMultiheadAttention:
+    def from_plain(cls, module: nn.MultiheadAttention, manifold: Manifold, *,
+                   rank: int | None = None) -> ManifoldMultiheadAttention:
         """A manifold attention with the configuration of ``module`` (weights set by the caller).
 
         Raises:
@@ -159,7 +167,7 @@ class ManifoldMultiheadAttention(ManifoldModule):
         ref = module.out_proj.weight
         return cls(manifold, module.embed_dim, module.num_heads, module.dropout,
                    module.in_proj_bias is not None, module.kdim, module.vdim,
-                   module.batch_first, device=ref.device, dtype=ref.dtype)
+                   module.batch_first, device=ref.device, dtype=ref.dtype, rank=rank)
 
     @staticmethod
     def plain_tensors(module: nn.MultiheadAttention) -> dict[str, Tensor | None]:

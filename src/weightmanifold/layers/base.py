@@ -153,6 +153,16 @@ class ManifoldModule(nn.Module):
                 f"{where}: the state dict was saved from a model on {saved.get('manifold')}, "
                 f"but this model lives on {self.manifold!r} (n={self.manifold.n})"
             )
+        elif getattr(self, "rank", None) is None and (
+                (saved is not None and saved.get("rank") is not None)
+                or prefix + "weight_up" in state_dict):
+            where = prefix.rstrip(".") or type(self).__name__
+            rank = (saved or {}).get("rank", "?")
+            error_msgs.append(
+                f"{where}: the state dict was saved from a low-rank manifold model (rank "
+                f"{rank}), but this model is full-rank; build it with "
+                f"manifoldify(..., rank={rank})")
+            return
         else:
             for name in self._manifold_param_names:
                 got = state_dict.get(prefix + name)
@@ -177,8 +187,9 @@ def _plain_config(manifold: Manifold) -> object:
     return _as_json(manifold._config())
 
 
-def _encode_identity(manifold: Manifold) -> Tensor:
-    text = json.dumps({"manifold": repr(manifold), "config": manifold._config()}, default=str)
+def _encode_identity(manifold: Manifold, **more: object) -> Tensor:
+    text = json.dumps({"manifold": repr(manifold), "config": manifold._config(), **more},
+                      default=str)
     return torch.frombuffer(bytearray(text.encode()), dtype=torch.uint8).clone()
 
 

@@ -1,0 +1,393 @@
+"""Low-rank manifolds: a shared weight plus rank-``r`` deltas mixed over ``s``.
+
+Every weight of a low-rank layer is
+
+.. math::
+
+    W(s) = W_0 + \\sum_{k=1}^{n} a_k(s)\\, U_k V_k, \\qquad
+    U_k \\in \\mathbb R^{p \\times r},\\; V_k \\in \\mathbb R^{r \\times q},
+
+where the weight is seen as a ``p × q`` matrix: its first axis (output
+features, output channels, embedding rows; the input features of a transposed
+linear layer) against all the others (input features; input channels × kernel
+of a convolution, as LoRA does for convolutions; embedding columns). A grouped
+convolution has one such factorisation per group. Parameters: ``weight`` (``W₀``,
+the plain layer's shape, shared by every ``s``), ``weight_up`` ``[n, p, r]`` and
+``weight_down`` ``[n, g·r, *weight.shape[1:]]``; the bias (a vector, for which a
+rank means nothing) stays a full-rank manifold tensor ``[n, out]``.
+
+Because the op is linear in its weight, a batch with a condition per example is
+
+.. math::
+
+    y_i = \\mathrm{op}(x_i; W_0) + \\sum_k a_k(s_i)\\, U_k \\big(V_k x_i\\big) + b(s_i),
+
+one plain op on ``W₀`` fused with the ``n·r`` down-projections (their outputs
+concatenated to the plain op's), the ``n·r`` intermediate features scaled by
+``a_k(s_i)``, and one product with the ``n`` up-projections (a ``1×1``
+convolution for convolutions): about the cost of one plain network when
+``n·r`` is small against the layer's width, and no per-example weight is ever
+materialised. A single condition (``B = 1``) or a grouped batch materialises
+``W(s) = W₀ + Σ a_k U_k V_k`` and runs the plain op.
+
+Since :math:`\\sum_k c_k a_k(s) = 1` (:meth:`Manifold.constant`), a low-rank
+manifold is the full-rank manifold with basis :math:`W_k = c_k W_0 + U_k V_k`
+(:meth:`LowRankOp.dense_basis`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..topology import Manifold
+from .base import _decode_identity, _encode_identity
+from .conv import ManifoldConv1d, ManifoldConv2d, ManifoldConv3d, _ManifoldConvNd
+from .embedding import ManifoldEmbedding
+from .linear import ManifoldLinear
+from .linear_op import ManifoldOp
+from .transposed_linear import ManifoldTransposedLinear
+
+__all__ = ["LowRankConv1d", "LowRankConv2d", "LowRankConv3d", "LowRankEmbedding",
+           "LowRankLinear", "LowRankOp", "LowRankTransposedLinear", "check_rank",
+           "low_rank_class"]
+
+
+def check_rank(rank: object, weight_shape: tuple[int, ...], groups: int, where: str) -> int:
+    """``rank`` validated for a weight of ``weight_shape`` (``groups`` blocks along dim 0).
+
+    Raises:
+        TypeError: if ``rank`` is not an integer.
+        ValueError: if it is < 1 or larger than the smaller side of the layer's
+            ``p × q`` matrix (per group), naming the layer.
+    """
+    if isinstance(rank, bool) or not isinstance(rank, int):
+        raise TypeError(f"{where}: rank must be an integer, got {rank!r} "
+                        f"({type(rank).__name__})")
+    p, q = weight_shape[0] // groups, math.prod(weight_shape[1:])
+    if rank < 1:
+        raise ValueError(f"{where}: rank must be >= 1, got {rank}")
+    if rank > min(p, q):
+        raise ValueError(
+            f"{where}: rank {rank} exceeds the layer's dimensions: its weight "
+            f"{list(weight_shape)} is a {p} x {q} matrix"
+            + (f" per group ({groups} groups)" if groups > 1 else "")
+            + f", of rank at most {min(p, q)}; use a smaller rank, or rank=None for this "
+            "layer (a callable rank(name, module) chooses per layer)")
+    return rank
+
+
+class LowRankOp(ManifoldOp):
+    """Mixin of the low-rank twins of the linear-op layers (see the module docstring).
+
+    A subclass lists it before the full-rank class (``class LowRankLinear(LowRankOp,
+    ManifoldLinear)``) and implements :meth:`_low_rank_basis`. Construct through
+    :meth:`from_plain` (or the full-rank constructor's arguments plus ``rank=``).
+
+    Attributes:
+        rank: ``r``, the rank of each basis point's delta (per group).
+        groups: blocks of the weight's first axis (a grouped convolution's groups).
+    """
+
+    rank: int
+    groups: int
+
+    def _make_low_rank(self, rank: object) -> None:
+        """Replace the full-rank ``weight`` by ``W₀`` and zero factors (called by ``__init__``)."""
+        full = self.weight
+        g = getattr(self, "groups", 1)
+        self.rank = check_rank(rank, tuple(full.shape[1:]), g, type(self).__name__)
+        n = self.manifold.n
+        w0 = full.detach()[0].clone()
+        del self._parameters["weight"]
+        self._manifold_param_names.remove("weight")
+        self.weight = nn.Parameter(w0)
+        kw = {"dtype": w0.dtype, "device": w0.device}
+        self.weight_up = nn.Parameter(torch.zeros(n, w0.shape[0], self.rank, **kw))
+        self.weight_down = nn.Parameter(torch.zeros(n, g * self.rank, *w0.shape[1:], **kw))
+
+    # -- the factors as p × q blocks ------------------------------------------------------
+    def factors(self) -> tuple[Tensor, Tensor, Tensor]:
+        """``(W₀, U, V)`` as blocks: ``[g, p/g, q]``, ``[n, g, p/g, r]``, ``[n, g, r, q]``."""
+        g, n, r = getattr(self, "groups", 1), self.manifold.n, self.rank
+        w0 = self.weight
+        p = w0.shape[0] // g
+        return (w0.reshape(g, p, -1), self.weight_up.reshape(n, g, p, r),
+                self.weight_down.reshape(n, g, r, -1))
+
+    def low_rank_parameters(self) -> tuple[nn.Parameter, nn.Parameter, nn.Parameter]:
+        """The parameters ``(weight, weight_up, weight_down)`` (for the preconditioner)."""
+        return self.weight, self.weight_up, self.weight_down
+
+    def delta(self, a: Tensor) -> Tensor:
+        """:math:`\\sum_k a_k U_k V_k` at coefficients ``a`` (``[n]``), in the weight's shape."""
+        _, u, v = self.factors()
+        d = torch.einsum("k,kgpr,kgrq->gpq", a.to(u.dtype), u, v)
+        return d.reshape(self.weight.shape)
+
+    def dense_basis(self) -> Tensor:
+        """The full-rank basis :math:`W_k = c_k W_0 + U_k V_k` of the same manifold ``[n, ...]``."""
+        c = self.manifold.constant().to(dtype=self.weight.dtype, device=self.weight.device)
+        _, u, v = self.factors()
+        d = torch.einsum("kgpr,kgrq->kgpq", u, v).reshape(-1, *self.weight.shape)
+        return c.reshape(-1, *([1] * self.weight.ndim)) * self.weight + d
+
+    def materialise(self, a: Tensor) -> tuple[Tensor, Tensor | None]:
+        a = a.to(self.weight.dtype)
+        b = None if self.bias is None else a @ self.bias
+        return self.weight + self.delta(a), b
+
+    def _basis_forward(self, x: Tensor, a: Tensor, bd: int) -> Tensor:
+        return self._low_rank_basis(x, a, bd)
+
+    def _low_rank_basis(self, x: Tensor, a: Tensor, bd: int) -> Tensor:
+        raise NotImplementedError
+
+    def _scale(self, h: Tensor, a: Tensor, channel_dim: int) -> Tensor:
+        """The ``n·r`` features ``h`` (groups × n × r along ``channel_dim``) times ``a_k(s_i)``."""
+        g, n, r = getattr(self, "groups", 1), self.manifold.n, self.rank
+        shape = list(h.shape)
+        view = [*shape[:channel_dim], g, n, r, *shape[channel_dim + 1:]]
+        scale = [1] * len(view)
+        scale[0], scale[channel_dim + 1] = a.shape[0], n
+        return (h.reshape(view) * a.reshape(scale)).reshape(shape)
+
+    def _up_matrix(self) -> Tensor:
+        """The up-projections side by side per group, ``[p, n·r]`` (rows of group j: j's)."""
+        g, n, r = getattr(self, "groups", 1), self.manifold.n, self.rank
+        p = self.weight.shape[0]
+        return self.weight_up.reshape(n, g, p // g, r).permute(1, 2, 0, 3).reshape(p, n * r)
+
+    def _down_matrix(self) -> Tensor:
+        """The down-projections stacked, ``[g·n·r, *weight.shape[1:]]`` ordered (group, k, ρ)."""
+        g, n, r = getattr(self, "groups", 1), self.manifold.n, self.rank
+        rest = self.weight.shape[1:]
+        return self.weight_down.reshape(n, g, r, *rest).transpose(0, 1).reshape(
+            g * n * r, *rest)
+
+    # -- saving ----------------------------------------------------------------------------
+    def get_extra_state(self) -> Tensor:
+        """The manifold's identity and the rank (UTF-8 JSON bytes)."""
+        return _encode_identity(self.manifold, rank=self.rank)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs) -> None:  # type: ignore[override]
+        where = prefix.rstrip(".") or type(self).__name__
+        saved = _decode_identity(state_dict.get(prefix + "_extra_state")) or {}
+        got = state_dict.get(prefix + "weight")
+        full = got is not None and got.ndim == self.weight.ndim + 1
+        if full or (saved and saved.get("rank") is None and prefix + "weight_up" not in
+                    state_dict):
+            error_msgs.append(
+                f"{where}: the state dict was saved from a full-rank manifold model, but this "
+                f"model is low-rank (rank {self.rank}); build it with the same rank "
+                "(manifoldify(..., rank=None) for full rank)")
+            return
+        if saved.get("rank") not in (None, self.rank):
+            error_msgs.append(f"{where}: the state dict was saved with rank {saved['rank']}, "
+                              f"but this layer has rank {self.rank}")
+            return
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", rank={self.rank}"
+
+
+class LowRankLinear(LowRankOp, ManifoldLinear):
+    """``nn.Linear`` with :math:`W(s) = W_0 + \\sum_k a_k(s) U_k V_k` (see :mod:`.low_rank`).
+
+    Args:
+        manifold, in_features, out_features, bias: as :class:`ManifoldLinear`.
+        rank: ``r``, at most ``min(in_features, out_features)``.
+
+    Examples:
+        >>> import torch, weightmanifold as wm
+        >>> from weightmanifold.layers import LowRankLinear
+        >>> layer = LowRankLinear(wm.Ellipse(), 16, 8, rank=2)
+        >>> layer(torch.randn(4, 16), torch.rand(4)).shape
+        torch.Size([4, 8])
+    """
+
+    def __init__(self, manifold: Manifold, in_features: int, out_features: int,
+                 bias: bool = True, *, rank: int, device: Any = None, dtype: Any = None) -> None:
+        super().__init__(manifold, in_features, out_features, bias, device=device, dtype=dtype)
+        self._make_low_rank(rank)
+
+    def _low_rank_basis(self, x: Tensor, a: Tensor, bd: int) -> Tensor:
+        out, nr = self.out_features, self.manifold.n * self.rank
+        x0 = x.movedim(bd, 0)
+        b, mid = x0.shape[0], x0.shape[1:-1]
+        x0 = x0.reshape(b, -1, self.in_features)
+        # one product for W0 and the n·r down-projections, then the up-projections
+        yh = F.linear(x0, torch.cat([self.weight, self._down_matrix()]))
+        y, h = yh.split([out, nr], dim=-1)
+        y = y + F.linear(self._scale(h, a, 2), self._up_matrix())
+        if self.bias is not None:
+            y = y + (a @ self.bias)[:, None, :]
+        return y.reshape(b, *mid, out).movedim(0, bd)
+
+    @classmethod
+    def from_plain(cls, module: nn.Linear, manifold: Manifold, *, rank: int) -> LowRankLinear:
+        return cls(manifold, module.in_features, module.out_features, module.bias is not None,
+                   rank=rank, device=module.weight.device, dtype=module.weight.dtype)
+
+
+class LowRankTransposedLinear(LowRankOp, ManifoldTransposedLinear):
+    """``y = x W(s) + b(s)`` with ``weight`` ``[in, out]`` (transformers' ``Conv1D``), low rank.
+
+    The matrix rows are the input features: :math:`W(s) = W_0 + \\sum_k a_k U_k V_k`
+    with ``U_k`` ``[in, r]`` and ``V_k`` ``[r, out]``.
+    """
+
+    def __init__(self, manifold: Manifold, in_features: int, out_features: int,
+                 bias: bool = True, *, rank: int, device: Any = None, dtype: Any = None) -> None:
+        super().__init__(manifold, in_features, out_features, bias, device=device, dtype=dtype)
+        self._make_low_rank(rank)
+
+    def _low_rank_basis(self, x: Tensor, a: Tensor, bd: int) -> Tensor:
+        n, r, out = self.manifold.n, self.rank, self.out_features
+        x0 = x.movedim(bd, 0)
+        b, mid = x0.shape[0], x0.shape[1:-1]
+        x0 = x0.reshape(b, -1, self.in_features)
+        yh = x0 @ torch.cat([self.weight, self._up_matrix()], dim=1)
+        y, h = yh.split([out, n * r], dim=-1)
+        y = y + self._scale(h, a, 2) @ self.weight_down.reshape(n * r, out)
+        if self.bias is not None:
+            y = y + (a @ self.bias)[:, None, :]
+        return y.reshape(b, *mid, out).movedim(0, bd)
+
+    @classmethod
+    def from_plain(cls, module: nn.Module, manifold: Manifold, *,
+                   rank: int) -> LowRankTransposedLinear:
+        w = module.weight
+        return cls(manifold, w.shape[0], w.shape[1], module.bias is not None, rank=rank,
+                   device=w.device, dtype=w.dtype)
+
+
+class LowRankEmbedding(LowRankOp, ManifoldEmbedding):
+    """``nn.Embedding`` with the table :math:`E(s) = E_0 + \\sum_k a_k U_k V_k`, low rank.
+
+    ``U_k`` ``[num_embeddings, r]`` is looked up with the table (one lookup in
+    ``[E_0 | U_1 … U_n]``), ``V_k`` ``[r, embedding_dim]`` mixes the looked-up
+    rows. The padding row of ``U`` starts at zero and, as in ``nn.Embedding``,
+    gets no gradient, so the padding row of :math:`E(s)` stays that of ``E₀``.
+    """
+
+    def __init__(self, manifold: Manifold, num_embeddings: int, embedding_dim: int,
+                 padding_idx: int | None = None, max_norm: float | None = None,
+                 norm_type: float = 2.0, scale_grad_by_freq: bool = False,
+                 sparse: bool = False, *, rank: int, device: Any = None,
+                 dtype: Any = None) -> None:
+        super().__init__(manifold, num_embeddings, embedding_dim, padding_idx, max_norm,
+                         norm_type, scale_grad_by_freq, sparse, device=device, dtype=dtype)
+        self._make_low_rank(rank)
+
+    def _low_rank_basis(self, x: Tensor, a: Tensor, bd: int) -> Tensor:
+        n, r, dim = self.manifold.n, self.rank, self.embedding_dim
+        table = torch.cat([self.weight, self._up_matrix()], dim=1)
+        yh = F.embedding(x.movedim(bd, 0), table, self.padding_idx, None, 2.0,
+                         self.scale_grad_by_freq)
+        shape = yh.shape[:-1]
+        yh = yh.reshape(shape[0], -1, dim + n * r)
+        y, h = yh.split([dim, n * r], dim=-1)
+        y = y + self._scale(h, a, 2) @ self.weight_down.reshape(n * r, dim)
+        return y.reshape(*shape, dim).movedim(0, bd)
+
+    @classmethod
+    def from_plain(cls, module: nn.Embedding, manifold: Manifold, *,
+                   rank: int) -> LowRankEmbedding:
+        return cls(manifold, module.num_embeddings, module.embedding_dim, module.padding_idx,
+                   module.max_norm, module.norm_type, module.scale_grad_by_freq, module.sparse,
+                   rank=rank, device=module.weight.device, dtype=module.weight.dtype)
+
+
+class _LowRankConvNd(LowRankOp, _ManifoldConvNd):
+    """A convolution with :math:`W(s) = W_0 + \\sum_k a_k U_k V_k` per group.
+
+    ``V_k`` is a convolution with ``r`` output channels per group and the
+    layer's kernel, stride, padding and dilation (LoRA's factorisation of a
+    convolution: the kernel as an ``out × (in/groups · kernel)`` matrix);
+    ``U_k`` is a ``1×1`` convolution from those ``r`` channels to the group's
+    output channels. Without groups, the plain convolution with ``W₀`` and the
+    ``n·r`` down-convolutions run as one convolution with ``out + n·r`` output
+    channels.
+    """
+
+    def __init__(self, manifold: Manifold, in_channels: int, out_channels: int,
+                 kernel_size: Any, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
+                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *,
+                 rank: int, device: Any = None, dtype: Any = None) -> None:
+        super().__init__(manifold, in_channels, out_channels, kernel_size, stride, padding,
+                         dilation, groups, bias, padding_mode, device=device, dtype=dtype)
+        self._make_low_rank(rank)
+
+    def _low_rank_basis(self, x: Tensor, a: Tensor, bd: int) -> Tensor:
+        if bd != 0:
+            raise ValueError(f"{type(self).__name__} takes its batch along dim 0, not {bd}")
+        if x.ndim != self._dims + 2:
+            raise ValueError(
+                f"{type(self).__name__} with per-example conditions needs a batched input "
+                f"of {self._dims + 2} dims, got shape {list(x.shape)}")
+        g, nr, cout = self.groups, self.manifold.n * self.rank, self.out_channels
+        down = self._down_matrix()
+        if g == 1:
+            yh = self._conv(x, torch.cat([self.weight, down]), None, 1)
+            y, h = yh.split([cout, nr], dim=1)
+        else:
+            y = self._conv(x, self.weight, None, g)
+            h = self._conv(x, down, None, g)
+        up = self._up_matrix().reshape(cout, nr, *([1] * self._dims))
+        y = y + _FUNC_1x1[self._dims](self._scale(h, a, 1), up, None, 1, 0, 1, g)
+        if self.bias is not None:
+            y = y + (a @ self.bias).reshape(x.shape[0], cout, *([1] * self._dims))
+        return self._like_input(y, x)
+
+    @classmethod
+    def from_plain(cls, module: nn.Module, manifold: Manifold, *, rank: int) -> _LowRankConvNd:
+        return cls(manifold, module.in_channels, module.out_channels, module.kernel_size,
+                   module.stride, module.padding, module.dilation, module.groups,
+                   module.bias is not None, module.padding_mode, rank=rank,
+                   device=module.weight.device, dtype=module.weight.dtype)
+
+
+_FUNC_1x1 = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+class LowRankConv1d(_LowRankConvNd, ManifoldConv1d):
+    """``nn.Conv1d``, low rank (see :class:`_LowRankConvNd`)."""
+
+
+class LowRankConv2d(_LowRankConvNd, ManifoldConv2d):
+    """``nn.Conv2d``, low rank (see :class:`_LowRankConvNd`).
+
+    Examples:
+        >>> import torch, weightmanifold as wm
+        >>> from weightmanifold.layers import LowRankConv2d
+        >>> conv = LowRankConv2d(wm.Ellipse(), 3, 8, 3, padding=1, rank=2)
+        >>> conv(torch.randn(4, 3, 6, 6), torch.rand(4)).shape
+        torch.Size([4, 8, 6, 6])
+    """
+
+
+class LowRankConv3d(_LowRankConvNd, ManifoldConv3d):
+    """``nn.Conv3d``, low rank (see :class:`_LowRankConvNd`)."""
+
+
+_LOW_RANK: dict[type[ManifoldOp], type[LowRankOp]] = {
+    ManifoldLinear: LowRankLinear,
+    ManifoldTransposedLinear: LowRankTransposedLinear,
+    ManifoldEmbedding: LowRankEmbedding,
+    ManifoldConv1d: LowRankConv1d,
+    ManifoldConv2d: LowRankConv2d,
+    ManifoldConv3d: LowRankConv3d,
+}
+
+
+def low_rank_class(full: type[nn.Module]) -> type[LowRankOp] | None:
+    """The low-rank twin of a full-rank layer class (``None``: the layer stays full rank)."""
+    return _LOW_RANK.get(full)  # type: ignore[arg-type]
