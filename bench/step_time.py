@@ -20,7 +20,8 @@ as the median step time and its ratio to the plain network in the same rounds:
   eager; the compiled ellipse is reported as a ratio to the compiled plain
   network, and the first (compiling) step's time is printed;
 * ``ellipse-r4`` / ``-r8`` / ``-r16``: the low-rank ellipse,
-  ``manifoldify(cnn, Ellipse(), rank=r, init=0.1)``, one condition per example,
+  ``manifoldify(cnn, Ellipse(), rank=r, init=0.1)`` (the 10-way head at rank
+  ``min(r, 10)``), one condition per example,
   ``Preconditioned`` SGD (the block solve of the low-rank metric);
   ``ellipse-r8-joint``: the same at rank 8 with the joint (conjugate-gradient)
   solve;
@@ -53,7 +54,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 import weightmanifold as wm
-from weightmanifold.experiments.models import paper_cnn
+from weightmanifold.experiments.models import capped_rank, paper_cnn
 from weightmanifold.experiments.runtime import tune_malloc
 
 
@@ -113,7 +114,7 @@ class Setup:
             return self.step(model, opt, lambda: model(x, s=s))
         if name.startswith("ellipse-r"):
             rank = int(name.split("-")[1][1:])
-            model = wm.manifoldify(self.plain, wm.Ellipse(), rank=rank, init=0.1)
+            model = wm.manifoldify(self.plain, wm.Ellipse(), rank=capped_rank(rank), init=0.1)
             opt = wm.Preconditioned(self.sgd(model), model,
                                     low_rank="joint" if name.endswith("joint") else "block")
             self.parameters[name] = sum(p.numel() for p in model.parameters())

@@ -29,7 +29,8 @@ from weightmanifold.low_rank_metric import (
     steepest_descent,
 )
 
-MANIFOLDS = [wm.Ellipse(), wm.Line(), wm.BSpline(5, degree=3), wm.Polynomial(2), wm.Torus()]
+MANIFOLDS = [wm.Ellipse(), wm.Line(), wm.BSpline(5, degree=3), wm.Polynomial(2), wm.Torus(),
+             wm.Point()]
 
 
 @pytest.fixture(autouse=True)
@@ -77,6 +78,11 @@ def conditions(manifold: wm.Manifold, b: int) -> torch.Tensor:
     return s
 
 
+def mixed(layer: LowRankOp) -> LowRankOp:
+    layer.mix = "input"  # force the input-mixed path of a convolution
+    return layer
+
+
 CASES = {
     "linear": (lambda m: LowRankLinear(m, 6, 5, rank=2), (7, 6),
                lambda layer: lambda x, w, b: F.linear(x, w, b)),
@@ -87,6 +93,13 @@ CASES = {
     "conv2d-groups": (lambda m: LowRankConv2d(m, 4, 6, 3, padding="same", groups=2, rank=2,
                                               padding_mode="reflect"), (5, 4, 6, 6),
                       lambda layer: lambda x, w, b: layer._conv(x, w, b, layer.groups)),
+    "conv2d-narrow-input": (lambda m: LowRankConv2d(m, 1, 8, 3, padding=1, rank=3),
+                            (5, 1, 6, 6),
+                            lambda layer: lambda x, w, b: layer._conv(x, w, b, layer.groups)),
+    "conv2d-groups-input-mixed": (lambda m: mixed(LowRankConv2d(m, 4, 6, 3, groups=2, rank=2)),
+                                  (5, 4, 6, 6),
+                                  lambda layer: lambda x, w, b: layer._conv(x, w, b,
+                                                                            layer.groups)),
     "conv1d": (lambda m: LowRankConv1d(m, 3, 4, 3, dilation=2, rank=2), (5, 3, 11),
                lambda layer: lambda x, w, b: layer._conv(x, w, b, layer.groups)),
     "embedding": (lambda m: LowRankEmbedding(m, 10, 4, rank=2), None,

@@ -76,15 +76,25 @@ class LowRankGeometry:
     mean: Tensor
     gram: Tensor
     covariance: Tensor
+    #: the basis points with ``m_k ≠ 0`` (the only ones coupled to ``W₀``; the ellipse's
+    #: constant function alone), as Python ints: a property of the manifold, not of data
+    coupled: tuple[int, ...] = ()
 
     @classmethod
     def of(cls, manifold: Manifold, like: Tensor | None = None) -> LowRankGeometry:
         g = manifold.gram()
         m = g @ manifold.constant()
         c = g - torch.outer(m, m)
+        coupled = tuple(int(k) for k in torch.nonzero(m.abs() > 1e-15).flatten())
         if like is not None:
             g, m, c = (t.to(dtype=like.dtype, device=like.device) for t in (g, m, c))
-        return cls(m, g, c)
+        return cls(m, g, c, coupled)
+
+    def mean_delta(self, u: Tensor, v: Tensor, du: Tensor, dv: Tensor) -> Tensor:
+        r""":math:`\sum_k m_k D_k` over the coupled basis points only, ``[g, p, q]``."""
+        idx = list(self.coupled)
+        mk = self.mean[idx].reshape(-1, 1, 1, 1)
+        return ((mk * du[idx]) @ v[idx] + u[idx] @ (mk * dv[idx])).sum(0)
 
 
 def _deltas(u: Tensor, v: Tensor, du: Tensor, dv: Tensor) -> Tensor:
@@ -182,17 +192,21 @@ def steepest_descent(geometry: LowRankGeometry, u: Tensor, v: Tensor, g_w0: Tens
         raise ValueError(f"damping must be > 0, got {damping!r}")
     m = geometry.mean
     c = geometry.covariance if g_w0 is not None else geometry.gram
-    if g_w0 is not None:
-        mk = m.reshape(-1, 1, 1, 1)
-        g_u = g_u - mk * (g_w0 @ v.transpose(-1, -2))
-        g_v = g_v - mk * (u.transpose(-1, -2) @ g_w0)
+    if g_w0 is not None and geometry.coupled:
+        idx = list(geometry.coupled)
+        mk = m[idx].reshape(-1, 1, 1, 1)
+        g_u, g_v = g_u.clone(), g_v.clone()
+        g_u[idx] -= mk * (g_w0 @ v[idx].transpose(-1, -2))
+        g_v[idx] -= mk * (u[idx].transpose(-1, -2) @ g_w0)
     solve = _BlockSolver(c, u, v, damping)
     du, dv = solve(g_u, g_v)
     if mode == "joint":
         du, dv = _conjugate_gradients(c, u, v, g_u, g_v, du, dv, solve, iterations, tolerance)
     if g_w0 is None:
         return None, du, dv
-    return g_w0 - torch.einsum("k,kgpq->gpq", m, _deltas(u, v, du, dv)), du, dv
+    if not geometry.coupled:
+        return g_w0, du, dv
+    return g_w0 - geometry.mean_delta(u, v, du, dv), du, dv
 
 
 def _conjugate_gradients(c: Tensor, u: Tensor, v: Tensor, bu: Tensor, bv: Tensor,

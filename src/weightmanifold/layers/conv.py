@@ -105,13 +105,7 @@ class _ManifoldConvNd(ManifoldOp):
         # take the path whose n×-wide intermediate tensor is smaller
         if self._mix_inputs(
                 self.in_channels * spatial_in <= cout * math.prod(self._out_spatial(x.shape[2:]))):
-            # inputs scaled by a_k(s_i), stacked along channels within each group
-            sp = x.shape[2:]
-            xa = x.reshape(b, g, 1, cin_g, *sp) * a.reshape(b, 1, n, *([1] * (1 + len(sp))))
-            xa = xa.reshape(b, g * n * cin_g, *sp)
-            wcat = w.permute(1, 2, 0, 3, *range(4, 4 + self._dims)).reshape(
-                cout, n * cin_g, *kernel)
-            y = self._conv(xa, wcat, None, g)
+            y = self._input_mixed(x, self.weight, a)
         else:
             wstack = w.permute(1, 0, 2, 3, *range(4, 4 + self._dims)).reshape(
                 g * n * (cout // g), cin_g, *kernel)
@@ -122,6 +116,21 @@ class _ManifoldConvNd(ManifoldOp):
         if self.bias is not None:
             y = y + (a @ self.bias).reshape(b, cout, *([1] * self._dims))
         return self._like_input(y, x)
+
+    def _input_mixed(self, x: Tensor, basis: Tensor, a: Tensor) -> Tensor:
+        r""":math:`\sum_k W_k \star (a_k(s_i) x_i)`: one convolution of the inputs scaled by
+        ``a`` and stacked along the channels of each group, against the basis ``[m, out,
+        in / groups, *kernel]`` concatenated along its input axis."""
+        m, g = basis.shape[0], self.groups
+        cout, cin_g = self.out_channels, self.in_channels // g
+        kernel = basis.shape[3:]
+        b, sp = x.shape[0], x.shape[2:]
+        xa = x.reshape(b, g, 1, cin_g, *sp) * a.reshape(b, 1, m, *([1] * (1 + len(sp))))
+        xa = xa.reshape(b, g * m * cin_g, *sp)
+        w = basis.reshape(m, g, cout // g, cin_g, *kernel)
+        wcat = w.permute(1, 2, 0, 3, *range(4, 4 + self._dims)).reshape(
+            cout, m * cin_g, *kernel)
+        return self._conv(xa, wcat, None, g)
 
     def _out_spatial(self, sizes: torch.Size) -> list[int]:
         d = self._dims

@@ -109,6 +109,7 @@ class LowRankOp(ManifoldOp):
         kw = {"dtype": w0.dtype, "device": w0.device}
         self.weight_up = nn.Parameter(torch.zeros(n, w0.shape[0], self.rank, **kw))
         self.weight_down = nn.Parameter(torch.zeros(n, g * self.rank, *w0.shape[1:], **kw))
+        self._split_basis()
 
     # -- the factors as p × q blocks ------------------------------------------------------
     def factors(self) -> tuple[Tensor, Tensor, Tensor]:
@@ -142,32 +143,68 @@ class LowRankOp(ManifoldOp):
         return self.weight + self.delta(a), b
 
     def _basis_forward(self, x: Tensor, a: Tensor, bd: int) -> Tensor:
+        if not self._varying:  # no basis function varies (a point): one network for all
+            return self._plain(x, *self.materialise(a[0]))
         return self._low_rank_basis(x, a, bd)
 
     def _low_rank_basis(self, x: Tensor, a: Tensor, bd: int) -> Tensor:
         raise NotImplementedError
 
+    def _split_basis(self) -> None:
+        """Record the basis points whose function varies over ``s`` and the constant ones.
+
+        A constant basis function (the ellipse's :math:`a_1 = 1`) contributes the
+        same :math:`m_k U_k V_k` to every example: the per-example path folds it
+        into the plain op's weight and mixes only the varying ones per example. A
+        property of the manifold, computed once at construction (Python values, so
+        compiled programs see constants).
+        """
+        g = self.manifold.gram()
+        m = g @ self.manifold.constant()
+        var = (g - torch.outer(m, m)).diagonal()
+        self._varying = tuple(k for k in range(self.manifold.n) if float(var[k]) > 1e-12)
+        self._constant = tuple((k, float(m[k])) for k in range(self.manifold.n)
+                               if k not in self._varying)
+
+    def _per_example_parts(self, a: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``W₀`` with the constant deltas folded in, and the varying ``U``, ``V``, ``a``.
+
+        Returns ``(w0 [weight shape], up [m, p, r], down [m, g·r, ...], a [B, m])``.
+        """
+        w0 = self.weight
+        if self._constant:
+            g = getattr(self, "groups", 1)
+            p = w0.shape[0] // g
+            fold = w0.reshape(g, p, -1)
+            for k, value in self._constant:
+                fold = fold + value * (self.weight_up[k].reshape(g, p, self.rank)
+                                       @ self.weight_down[k].reshape(g, self.rank, -1))
+            w0 = fold.reshape(w0.shape)
+        if len(self._varying) == self.manifold.n:
+            return w0, self.weight_up, self.weight_down, a
+        sel = list(self._varying)
+        return w0, self.weight_up[sel], self.weight_down[sel], a[:, sel]
+
     def _scale(self, h: Tensor, a: Tensor, channel_dim: int) -> Tensor:
-        """The ``n·r`` features ``h`` (groups × n × r along ``channel_dim``) times ``a_k(s_i)``."""
-        g, n, r = getattr(self, "groups", 1), self.manifold.n, self.rank
+        """The ``m·r`` features ``h`` (groups × m × r along ``channel_dim``) times ``a_k(s_i)``."""
+        g, m, r = getattr(self, "groups", 1), a.shape[1], self.rank
         shape = list(h.shape)
-        view = [*shape[:channel_dim], g, n, r, *shape[channel_dim + 1:]]
+        view = [*shape[:channel_dim], g, m, r, *shape[channel_dim + 1:]]
         scale = [1] * len(view)
-        scale[0], scale[channel_dim + 1] = a.shape[0], n
+        scale[0], scale[channel_dim + 1] = a.shape[0], m
         return (h.reshape(view) * a.reshape(scale)).reshape(shape)
 
-    def _up_matrix(self) -> Tensor:
-        """The up-projections side by side per group, ``[p, n·r]`` (rows of group j: j's)."""
-        g, n, r = getattr(self, "groups", 1), self.manifold.n, self.rank
+    def _up_matrix(self, up: Tensor) -> Tensor:
+        """Up-projections ``[m, p, r]`` side by side per group, ``[p, m·r]``."""
+        g, m, r = getattr(self, "groups", 1), up.shape[0], self.rank
         p = self.weight.shape[0]
-        return self.weight_up.reshape(n, g, p // g, r).permute(1, 2, 0, 3).reshape(p, n * r)
+        return up.reshape(m, g, p // g, r).permute(1, 2, 0, 3).reshape(p, m * r)
 
-    def _down_matrix(self) -> Tensor:
-        """The down-projections stacked, ``[g·n·r, *weight.shape[1:]]`` ordered (group, k, ρ)."""
-        g, n, r = getattr(self, "groups", 1), self.manifold.n, self.rank
+    def _down_matrix(self, down: Tensor) -> Tensor:
+        """Down-projections ``[m, g·r, ...]`` stacked, ``[g·m·r, ...]`` ordered (group, k, ρ)."""
+        g, m, r = getattr(self, "groups", 1), down.shape[0], self.rank
         rest = self.weight.shape[1:]
-        return self.weight_down.reshape(n, g, r, *rest).transpose(0, 1).reshape(
-            g * n * r, *rest)
+        return down.reshape(m, g, r, *rest).transpose(0, 1).reshape(g * m * r, *rest)
 
     # -- saving ----------------------------------------------------------------------------
     def get_extra_state(self) -> Tensor:
@@ -219,14 +256,15 @@ class LowRankLinear(LowRankOp, ManifoldLinear):
         self._make_low_rank(rank)
 
     def _low_rank_basis(self, x: Tensor, a: Tensor, bd: int) -> Tensor:
-        out, nr = self.out_features, self.manifold.n * self.rank
+        out = self.out_features
+        w0, up, down, a_v = self._per_example_parts(a)
         x0 = x.movedim(bd, 0)
         b, mid = x0.shape[0], x0.shape[1:-1]
         x0 = x0.reshape(b, -1, self.in_features)
-        # one product for W0 and the n·r down-projections, then the up-projections
-        yh = F.linear(x0, torch.cat([self.weight, self._down_matrix()]))
-        y, h = yh.split([out, nr], dim=-1)
-        y = y + F.linear(self._scale(h, a, 2), self._up_matrix())
+        # one product for W0 and the m·r down-projections, then the up-projections
+        yh = F.linear(x0, torch.cat([w0, self._down_matrix(down)]))
+        y, h = yh.split([out, yh.shape[-1] - out], dim=-1)
+        y = y + F.linear(self._scale(h, a_v, 2), self._up_matrix(up))
         if self.bias is not None:
             y = y + (a @ self.bias)[:, None, :]
         return y.reshape(b, *mid, out).movedim(0, bd)
@@ -250,13 +288,14 @@ class LowRankTransposedLinear(LowRankOp, ManifoldTransposedLinear):
         self._make_low_rank(rank)
 
     def _low_rank_basis(self, x: Tensor, a: Tensor, bd: int) -> Tensor:
-        n, r, out = self.manifold.n, self.rank, self.out_features
+        out = self.out_features
+        w0, up, down, a_v = self._per_example_parts(a)
         x0 = x.movedim(bd, 0)
         b, mid = x0.shape[0], x0.shape[1:-1]
         x0 = x0.reshape(b, -1, self.in_features)
-        yh = x0 @ torch.cat([self.weight, self._up_matrix()], dim=1)
-        y, h = yh.split([out, n * r], dim=-1)
-        y = y + self._scale(h, a, 2) @ self.weight_down.reshape(n * r, out)
+        yh = x0 @ torch.cat([w0, self._up_matrix(up)], dim=1)
+        y, h = yh.split([out, yh.shape[-1] - out], dim=-1)
+        y = y + self._scale(h, a_v, 2) @ down.reshape(-1, out)
         if self.bias is not None:
             y = y + (a @ self.bias)[:, None, :]
         return y.reshape(b, *mid, out).movedim(0, bd)
@@ -288,14 +327,15 @@ class LowRankEmbedding(LowRankOp, ManifoldEmbedding):
         self._make_low_rank(rank)
 
     def _low_rank_basis(self, x: Tensor, a: Tensor, bd: int) -> Tensor:
-        n, r, dim = self.manifold.n, self.rank, self.embedding_dim
-        table = torch.cat([self.weight, self._up_matrix()], dim=1)
+        dim = self.embedding_dim
+        w0, up, down, a_v = self._per_example_parts(a)
+        table = torch.cat([w0, self._up_matrix(up)], dim=1)
         yh = F.embedding(x.movedim(bd, 0), table, self.padding_idx, None, 2.0,
                          self.scale_grad_by_freq)
         shape = yh.shape[:-1]
-        yh = yh.reshape(shape[0], -1, dim + n * r)
-        y, h = yh.split([dim, n * r], dim=-1)
-        y = y + self._scale(h, a, 2) @ self.weight_down.reshape(n * r, dim)
+        yh = yh.reshape(shape[0], -1, table.shape[1])
+        y, h = yh.split([dim, table.shape[1] - dim], dim=-1)
+        y = y + self._scale(h, a_v, 2) @ down.reshape(-1, dim)
         return y.reshape(*shape, dim).movedim(0, bd)
 
     @classmethod
@@ -315,7 +355,10 @@ class _LowRankConvNd(LowRankOp, _ManifoldConvNd):
     ``U_k`` is a ``1×1`` convolution from those ``r`` channels to the group's
     output channels. Without groups, the plain convolution with ``W₀`` and the
     ``n·r`` down-convolutions run as one convolution with ``out + n·r`` output
-    channels.
+    channels. Where the input is narrow (a first layer; decided from shapes by
+    :meth:`_input_mixing_is_cheaper`, or forced with ``mix="input"``) the same sum
+    runs instead as one convolution of the inputs ``[x, a_1 x, …, a_n x]`` against
+    ``[W₀, U_1 V_1, …, U_n V_n]``.
     """
 
     def __init__(self, manifold: Manifold, in_channels: int, out_channels: int,
@@ -333,19 +376,58 @@ class _LowRankConvNd(LowRankOp, _ManifoldConvNd):
             raise ValueError(
                 f"{type(self).__name__} with per-example conditions needs a batched input "
                 f"of {self._dims + 2} dims, got shape {list(x.shape)}")
-        g, nr, cout = self.groups, self.manifold.n * self.rank, self.out_channels
-        down = self._down_matrix()
-        if g == 1:
-            yh = self._conv(x, torch.cat([self.weight, down]), None, 1)
-            y, h = yh.split([cout, nr], dim=1)
+        cout, r = self.out_channels, self.rank
+        w0, up, down, a_v = self._per_example_parts(a)
+        m = a_v.shape[1]
+        if self._mix_inputs(self._input_mixing_is_cheaper(x, m)):
+            # a narrow input at high resolution (a first layer): the inputs [x, a_1 x, …]
+            # against [W0, U_1 V_1, …] in one convolution beats an m·r-channel intermediate
+            g, p = self.groups, cout // self.groups
+            deltas = torch.einsum("kgpr,kgrq->kgpq", up.reshape(m, g, p, r),
+                                  down.reshape(m, g, r, -1)).reshape(m, *w0.shape)
+            basis = torch.cat([w0[None], deltas])
+            y = self._input_mixed(x, basis, torch.cat([torch.ones_like(a[:, :1]), a_v], dim=1))
         else:
-            y = self._conv(x, self.weight, None, g)
-            h = self._conv(x, down, None, g)
-        up = self._up_matrix().reshape(cout, nr, *([1] * self._dims))
-        y = y + _FUNC_1x1[self._dims](self._scale(h, a, 1), up, None, 1, 0, 1, g)
+            y = self._factored(x, w0, up, down, a_v)
         if self.bias is not None:
             y = y + (a @ self.bias).reshape(x.shape[0], cout, *([1] * self._dims))
         return self._like_input(y, x)
+
+    #: floating-point operations that moving one value to or from memory costs, in the
+    #: cost model below (CPU convolutions with few channels are bound by memory)
+    _FLOPS_PER_VALUE = 16
+
+    def _input_mixing_is_cheaper(self, x: Tensor, m: int) -> bool:
+        """Whether the input-mixed convolution beats the factored one, from shapes alone.
+
+        Per output position, counting multiply-adds plus ``_FLOPS_PER_VALUE`` per
+        value written or read: factored, ``in/g·K·(out + g·m·r) + m·r·out`` and about
+        ``5·out + 4·g·m·r`` values (the fused output, the scaled features, the
+        ``1×1`` convolution and the sum); input-mixed, ``(m + 1)·in/g·K·out`` and
+        ``2·(m + 1)·in`` values at the input's resolution plus ``out``.
+        """
+        g, r, cout = self.groups, self.rank, self.out_channels
+        cin_g, k = self.in_channels // g, math.prod(self.kernel_size)
+        ratio = math.prod(x.shape[2:]) / max(1, math.prod(self._out_spatial(x.shape[2:])))
+        beta = self._FLOPS_PER_VALUE
+        factored = cin_g * k * (cout + g * m * r) + m * r * cout + beta * (5 * cout
+                                                                            + 4 * g * m * r)
+        mixed = (m + 1) * cin_g * k * cout + beta * (2 * (m + 1) * self.in_channels * ratio
+                                                     + cout)
+        return mixed < factored
+
+    def _factored(self, x: Tensor, w0: Tensor, up: Tensor, down: Tensor, a: Tensor) -> Tensor:
+        """The plain convolution fused with the down-projections, then the up-projections."""
+        g, mr, cout = self.groups, a.shape[1] * self.rank, self.out_channels
+        stacked = self._down_matrix(down)
+        if g == 1:
+            yh = self._conv(x, torch.cat([w0, stacked]), None, 1)
+            y, h = yh.split([cout, mr], dim=1)
+        else:
+            y = self._conv(x, w0, None, g)
+            h = self._conv(x, stacked, None, g)
+        ups = self._up_matrix(up).reshape(cout, mr, *([1] * self._dims))
+        return y + _FUNC_1x1[self._dims](self._scale(h, a, 1), ups, None, 1, 0, 1, g)
 
     @classmethod
     def from_plain(cls, module: nn.Module, manifold: Manifold, *, rank: int) -> _LowRankConvNd:
