@@ -25,6 +25,10 @@ as the median step time and its ratio to the plain network in the same rounds:
   ``Preconditioned`` SGD (the block solve of the low-rank metric);
   ``ellipse-r8-joint``: the same at rank 8 with the joint (conjugate-gradient)
   solve;
+* ``bspline4`` / ``bspline12``: a clamped cubic B-spline with ``n = 4`` / ``12``
+  (``init="independent"``), one condition per example, ``Preconditioned`` SGD;
+  at ``n = 12`` the batch is grouped by window of ``p + 1 = 4`` non-zero
+  coefficients (eager), ``bspline12-basis`` forces the basis path on all 12;
 * ``precondition``: the metric preconditioning alone (part of the ellipse step);
   ``precondition-r8``: the low-rank block preconditioning alone (part of the
   ``ellipse-r8`` step);
@@ -112,6 +116,14 @@ class Setup:
                         m.mix = "output"
             opt = wm.Preconditioned(self.sgd(model), model)
             return self.step(model, opt, lambda: model(x, s=s))
+        if name.startswith("bspline"):
+            n = int(name.removeprefix("bspline").split("-")[0])
+            model = wm.manifoldify(self.plain, wm.BSpline(n, degree=3), init="independent")
+            opt = wm.Preconditioned(self.sgd(model), model)
+            self.parameters[name] = sum(p.numel() for p in model.parameters())
+            local = None if not name.endswith("-basis") else False
+            return self.step(model, opt,
+                             lambda: model(x, s=wm.condition(model, s, local=local)))
         if name.startswith("ellipse-r"):
             rank = int(name.split("-")[1][1:])
             model = wm.manifoldify(self.plain, wm.Ellipse(), rank=capped_rank(rank), init=0.1)
@@ -213,7 +225,8 @@ def _no_grad(net: nn.Module, x: torch.Tensor) -> None:
 
 
 VARIANTS = ["plain", "ellipse", "ellipse-output-mix", "line", "ellipse-r4", "ellipse-r8",
-            "ellipse-r16", "ellipse-r8-joint", "plain-compiled", "ellipse-compiled",
+            "ellipse-r16", "ellipse-r8-joint", "bspline4", "bspline12", "bspline12-basis",
+            "plain-compiled", "ellipse-compiled",
             "per-example-vmap", "per-example-loop", "condconv", "precondition",
             "precondition-r8", "plain-inference", "at-inference"]
 #: variants timed against another reference than the eager plain step
@@ -310,6 +323,12 @@ def main() -> None:
         share = med["precondition-r8"] / med["ellipse-r8"]
         print(f"low-rank preconditioning is {100 * share:.2f} % of an ellipse-r8 step")
         results["precondition_share_of_ellipse_r8_step"] = share
+    if "bspline4" in med:
+        for other in ("bspline12", "bspline12-basis"):
+            if other in med:
+                share = med[other] / med["bspline4"]
+                print(f"{other} step is {share:.2f}x the bspline4 step")
+                results[f"{other}_over_bspline4"] = share
     for other in ("per-example-vmap", "per-example-loop", "condconv"):
         if other in med and "ellipse" in med:
             print(f"ellipse step is {med[other] / med['ellipse']:.1f}x faster than {other}")

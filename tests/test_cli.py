@@ -201,3 +201,16 @@ def test_optimizers_preset_gives_adamw_weight_decay():
     configs = {r.label: r.config for r in get_preset("optimizers").runs("cpu")}
     assert configs["adamw"].weight_decay > 0
     assert configs["adam"].weight_decay == 0 and configs["sgd"].weight_decay == 0
+
+
+def test_init_option_takes_a_number_or_a_name_and_rank_an_integer():
+    from weightmanifold.cli import build_parser, config_from_args
+
+    parser = build_parser()
+    args = parser.parse_args(["train", "--init", "0.1", "--rank", "8", "--validation", "500"])
+    config = config_from_args(args)
+    assert config.init == 0.1 and config.rank == 8 and config.validation == 500
+    assert config_from_args(parser.parse_args(["train", "--init", "constant"])).init == \
+        "constant"
+    with pytest.raises(ValueError, match="init"):
+        config_from_args(parser.parse_args(["train", "--init", "wide"]))

@@ -66,9 +66,19 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
                                help=text + "; given as key=value pairs")
         elif kind.startswith("list"):
             group.add_argument(flag, nargs="+", type=int, default=None, help=text)
+        elif kind == "str | float":
+            group.add_argument(flag, type=_number_or_word, default=None, help=text)
         else:
             caster = int if kind.startswith("int") else float if kind.startswith("float") else str
             group.add_argument(flag, type=caster, default=None, help=text)
+
+
+def _number_or_word(text: str) -> str | float:
+    """``--init 0.1`` is the number 0.1, ``--init constant`` the word."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:

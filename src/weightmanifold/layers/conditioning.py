@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from ..topology import Manifold, _checks
 
-__all__ = ["Conditioning", "Groups", "condition", "manifolds_of"]
+__all__ = ["Conditioning", "Groups", "Windows", "condition", "manifolds_of"]
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,70 @@ class Groups:
 
 
 @dataclass(frozen=True)
+class Windows:
+    """The examples of a batch grouped by the window of basis points that can be non-zero.
+
+    For a manifold with local support (:attr:`Manifold.window` ``= w < n``: a
+    B-spline of degree ``p`` has ``w = p + 1``) every example's coefficients vanish
+    outside ``w`` consecutive basis indices. Grouping the examples by that window
+    lets a layer run, per group, the basis path on those ``w`` basis tensors only:
+    the cost per example depends on ``w``, not on ``n``. Built eagerly by
+    :func:`condition` (it reads the distinct windows back to the host); inside a
+    traced region it is not built and the basis path on all ``n`` runs instead.
+
+    The window of each example is the one holding the largest coefficient mass,
+    :math:`\arg\\max_j \\sum_{o < w} |a_{j+o}|`, which contains every non-zero
+    coefficient (no rounding of ``s`` against the knots involved).
+
+    Attributes:
+        starts: the first basis index of each distinct window (Python ints).
+        width: ``w``.
+        n: the manifold's ``n`` (window indices wrap modulo ``n`` when periodic).
+        local: each example's coefficients on its window, ``[B, w]`` in batch order
+            (differentiable with respect to ``s``).
+        order, restore, counts: the examples sorted by window, its inverse, and
+            the examples per window (as :class:`Groups`).
+    """
+
+    starts: tuple[int, ...]
+    width: int
+    n: int
+    local: Tensor
+    order: Tensor
+    restore: Tensor
+    counts: tuple[int, ...]
+
+    @classmethod
+    def of(cls, coefficients: Tensor, width: int, periodic: bool) -> Windows:
+        """Group the rows of ``coefficients`` ``[B, n]`` by window (eager only).
+
+        Raises:
+            RuntimeError: inside a traced region.
+        """
+        if _checks.tracing():
+            raise RuntimeError("grouping examples by window reads data back to the host and "
+                               "cannot be traced")
+        n = coefficients.shape[1]
+        mass = coefficients.detach().abs()
+        if periodic:
+            mass = torch.cat([mass, mass[:, :width - 1]], dim=1)
+        csum = torch.nn.functional.pad(mass.cumsum(1), (1, 0))
+        sums = csum[:, width:] - csum[:, :-width]  # [B, number of windows]
+        start = sums.argmax(1)
+        starts, inverse = torch.unique(start, return_inverse=True)
+        order = torch.argsort(inverse, stable=True)
+        counts = torch.bincount(inverse, minlength=len(starts)).tolist()
+        idx = (start[:, None] + torch.arange(width, device=start.device)) % n
+        local = coefficients.gather(1, idx)
+        return cls(tuple(int(j) for j in starts.tolist()), width, n, local, order,
+                   torch.argsort(order), tuple(counts))
+
+    def indices(self, u: int) -> list[int]:
+        """The basis indices of window ``u`` (of :attr:`starts`)."""
+        return [(self.starts[u] + o) % self.n for o in range(self.width)]
+
+
+@dataclass(frozen=True)
 class Conditioning:
     """The conditioning of one batch, built once (:func:`condition`) and shared by every layer.
 
@@ -107,6 +171,16 @@ class Conditioning:
     bases: tuple[Tensor, ...]
     batch_dim: int = 0
     groups: tuple[Groups | None, ...] | None = None
+    windows: tuple[Windows | None, ...] | None = None
+
+    def windows_of(self, manifold: Manifold) -> Windows | None:
+        """The :class:`Windows` of ``manifold``, if they were built."""
+        if self.windows is None:
+            return None
+        for i, m in enumerate(self.manifolds):
+            if m is manifold or m == manifold:
+                return self.windows[i]
+        return None
 
     @property
     def batch_size(self) -> int:
@@ -150,7 +224,10 @@ class Conditioning:
             return self
         groups = None if self.groups is None else tuple(
             None if g is None else replace(g, unique=g.unique.to(dtype)) for g in self.groups)
-        return replace(self, bases=tuple(b.to(dtype) for b in self.bases), groups=groups)
+        windows = None if self.windows is None else tuple(
+            None if w is None else replace(w, local=w.local.to(dtype)) for w in self.windows)
+        return replace(self, bases=tuple(b.to(dtype) for b in self.bases), groups=groups,
+                       windows=windows)
 
     @classmethod
     def from_s(cls, manifold: Manifold, s: object, *, batch_dim: int = 0,
@@ -204,7 +281,7 @@ def _at_least(s: object, dtype: torch.dtype, device: torch.device | None) -> obj
 
 def condition(target: Manifold | Sequence[Manifold] | nn.Module, s: object, *,
               batch_dim: int | None = None, grouped: bool = False,
-              dtype: torch.dtype | None = None,
+              local: bool | None = None, dtype: torch.dtype | None = None,
               device: torch.device | str | None = None) -> Conditioning:
     """Validate ``s`` and evaluate the basis of every manifold of ``target`` once.
 
@@ -218,6 +295,13 @@ def condition(target: Manifold | Sequence[Manifold] | nn.Module, s: object, *,
         grouped: also group the examples by point of the manifold
             (:class:`Groups`). A data-dependent, eager-only step that makes
             layers run one plain op per distinct point when there are few.
+        local: group the examples of manifolds with local support (B-splines)
+            by their window of non-zero coefficients (:class:`Windows`), so a
+            layer costs ``p + 1`` basis tensors per example instead of ``n``.
+            Data-dependent and eager like ``grouped``; ``None`` (default): on
+            for such manifolds with several conditions, outside traced regions
+            (inside ``torch.compile``/``torch.export`` the basis path on all
+            ``n`` runs); ``False``: never.
         dtype: the dtype of the coefficients (a model's parameter dtype),
             whatever the type of ``s``: Python numbers are read in it, NumPy
             arrays and tensors are evaluated in the wider of their dtype and
@@ -255,4 +339,11 @@ def condition(target: Manifold | Sequence[Manifold] | nn.Module, s: object, *,
                              f"{bases[0].shape[0]} on {manifolds[0]!r}")
         bases.append(a)
     groups = tuple(Groups.of(a) for a in bases) if grouped else None
-    return Conditioning(tuple(manifolds), tuple(bases), bd, groups)
+    windows = None
+    if local is not False and bases[0].shape[0] > 1 and not _checks.tracing() \
+            and not _checks.vmapped():
+        found = tuple(None if m.window is None else
+                      Windows.of(a, m.window, bool(any(getattr(m, "periodic", ()))))
+                      for m, a in zip(manifolds, bases, strict=True))
+        windows = found if any(w is not None for w in found) else None
+    return Conditioning(tuple(manifolds), tuple(bases), bd, groups, windows)

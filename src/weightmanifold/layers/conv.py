@@ -89,23 +89,24 @@ class _ManifoldConvNd(ManifoldOp):
     def _plain(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         return self._conv(x, weight, bias, self.groups)
 
-    def _basis_forward(self, x: Tensor, a: Tensor, bd: int) -> Tensor:
+    def _basis_op(self, x: Tensor, weight: Tensor, bias: Tensor | None, a: Tensor,
+                  bd: int) -> Tensor:
         if bd != 0:
             raise ValueError(f"{type(self).__name__} takes its batch along dim 0, not {bd}")
         if x.ndim != self._dims + 2:
             raise ValueError(
                 f"{type(self).__name__} with per-example conditions needs a batched input "
                 f"of {self._dims + 2} dims, got shape {list(x.shape)}")
-        n, g = self.manifold.n, self.groups
+        n, g = weight.shape[0], self.groups
         cout, cin_g = self.out_channels, self.in_channels // g
-        kernel = self.weight.shape[3:]
-        w = self.weight.reshape(n, g, cout // g, cin_g, *kernel)
+        kernel = weight.shape[3:]
+        w = weight.reshape(n, g, cout // g, cin_g, *kernel)
         b = x.shape[0]
         spatial_in = math.prod(x.shape[2:])
         # take the path whose n×-wide intermediate tensor is smaller
         if self._mix_inputs(
                 self.in_channels * spatial_in <= cout * math.prod(self._out_spatial(x.shape[2:]))):
-            y = self._input_mixed(x, self.weight, a)
+            y = self._input_mixed(x, weight, a)
         else:
             wstack = w.permute(1, 0, 2, 3, *range(4, 4 + self._dims)).reshape(
                 g * n * (cout // g), cin_g, *kernel)
@@ -113,8 +114,8 @@ class _ManifoldConvNd(ManifoldOp):
             sp = y.shape[2:]
             y = y.reshape(b, g, n, cout // g, *sp)
             y = torch.einsum("bgnc...,bn->bgc...", y, a).reshape(b, cout, *sp)
-        if self.bias is not None:
-            y = y + (a @ self.bias).reshape(b, cout, *([1] * self._dims))
+        if bias is not None:
+            y = y + (a @ bias).reshape(b, cout, *([1] * self._dims))
         return self._like_input(y, x)
 
     def _input_mixed(self, x: Tensor, basis: Tensor, a: Tensor) -> Tensor:

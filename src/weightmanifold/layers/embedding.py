@@ -61,9 +61,10 @@ class ManifoldEmbedding(ManifoldOp):
     def _plain(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         return F.embedding(x, weight, self.padding_idx, None, 2.0, self.scale_grad_by_freq)
 
-    def _basis_forward(self, x: Tensor, a: Tensor, bd: int) -> Tensor:
-        n, num, dim = self.weight.shape
-        table = self.weight.permute(1, 0, 2).reshape(num, n * dim)
+    def _basis_op(self, x: Tensor, weight: Tensor, bias: Tensor | None, a: Tensor,
+                  bd: int) -> Tensor:
+        n, num, dim = weight.shape
+        table = weight.permute(1, 0, 2).reshape(num, n * dim)
         y = F.embedding(x.movedim(bd, 0), table, self.padding_idx, None, 2.0,
                         self.scale_grad_by_freq)
         shape = y.shape[:-1]

@@ -89,8 +89,9 @@ class ManifoldLinear(ManifoldOp):
     def _plain(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         return F.linear(x, weight, bias)
 
-    def _basis_forward(self, x: Tensor, a: Tensor, bd: int) -> Tensor:
-        return linear_basis(x, self.weight, self.bias, a, bd, self._mix_inputs)
+    def _basis_op(self, x: Tensor, weight: Tensor, bias: Tensor | None, a: Tensor,
+                  bd: int) -> Tensor:
+        return linear_basis(x, weight, bias, a, bd, self._mix_inputs)
 
     def _make_plain(self) -> nn.Linear:
         return nn.Linear(self.in_features, self.out_features, self.bias is not None,

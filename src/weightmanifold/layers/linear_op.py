@@ -15,6 +15,10 @@ shapes and from what the caller asked for — never from the values of ``s``:
   (``wm.condition(model, s, grouped=True)``, an eager step) and there are at
   most as many points ``U`` as basis points ``n``: materialise ``U`` weights and
   run the plain op on each group;
+* **local** — a manifold with local support (B-splines: ``p + 1`` non-zero
+  coefficients at any ``s``) whose examples the conditioning grouped by window
+  (:class:`~weightmanifold.layers.conditioning.Windows`, eager, automatic):
+  the basis path below per window, on its ``p + 1`` basis tensors only;
 * **basis** — otherwise: one op on the stacked basis, either with ``n×`` the
   output channels whose outputs are mixed per example with :math:`a_k(s_i)`, or
   (when the input is the smaller side) on inputs pre-scaled by :math:`a_k(s_i)`
@@ -29,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import ManifoldModule
-from .conditioning import Groups
+from .conditioning import Groups, Windows
 
 __all__ = ["ManifoldOp"]
 
@@ -85,7 +89,36 @@ class ManifoldOp(ManifoldModule):
             return self._plain(x, *self.materialise(groups.unique[0]))  # type: ignore[union-attr]
         if path == "shared":
             return self._shared_forward(x, groups, cond.batch_dim)  # type: ignore[arg-type]
+        windows = cond.windows_of(self.manifold)
+        if windows is not None and self.path == "auto" and self._local_basis:
+            return self._local_forward(x, windows, cond.batch_dim)
         return self._basis_forward(x, a.to(self.weight.dtype), cond.batch_dim)
+
+    #: whether the basis path can run on a window of the basis (see :meth:`_local_forward`)
+    _local_basis = True
+
+    def _local_forward(self, x: Tensor, windows: Windows, bd: int) -> Tensor:
+        """The basis path per window of non-zero coefficients: ``w`` basis tensors, not ``n``.
+
+        Exactly the basis path (the coefficients outside an example's window are
+        zero), at a cost per example that depends on the window's width.
+        """
+        dtype = self.weight.dtype
+        parts = x.index_select(bd, windows.order).split(list(windows.counts), dim=bd)
+        local = windows.local.to(dtype).index_select(0, windows.order).split(
+            list(windows.counts))
+        outs = []
+        for u, (part, a) in enumerate(zip(parts, local, strict=True)):
+            start, width = windows.starts[u], windows.width
+            if start + width <= windows.n:  # a view of consecutive basis tensors
+                weight = self.weight[start:start + width]
+                bias = None if self.bias is None else self.bias[start:start + width]
+            else:  # a periodic window that wraps around
+                idx = torch.tensor(windows.indices(u), device=self.weight.device)
+                weight = self.weight.index_select(0, idx)
+                bias = None if self.bias is None else self.bias.index_select(0, idx)
+            outs.append(self._basis_op(part, weight, bias, a, bd))
+        return torch.cat(outs, dim=bd).index_select(bd, windows.restore)
 
     def choose_path(self, groups: Groups | None) -> str:
         """``"single"``, ``"shared"`` or ``"basis"`` for a batch of several conditions.
@@ -148,4 +181,10 @@ class ManifoldOp(ManifoldModule):
         raise NotImplementedError
 
     def _basis_forward(self, x: Tensor, a: Tensor, bd: int) -> Tensor:
+        return self._basis_op(x, self.weight, self.bias, a, bd)
+
+    def _basis_op(self, x: Tensor, weight: Tensor, bias: Tensor | None, a: Tensor,
+                  bd: int) -> Tensor:
+        """The basis path on the basis tensors ``weight`` ``[m, ...]`` (and ``bias``) with
+        coefficients ``a`` ``[B, m]``: all ``n`` of them, or a window of them."""
         raise NotImplementedError

@@ -95,6 +95,7 @@ class LowRankOp(ManifoldOp):
 
     rank: int
     groups: int
+    _local_basis = False  # the factored path already costs about one network
 
     def _make_low_rank(self, rank: object) -> None:
         """Replace the full-rank ``weight`` by ``W₀`` and zero factors (called by ``__init__``)."""

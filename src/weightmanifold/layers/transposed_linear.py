@@ -54,8 +54,9 @@ class ManifoldTransposedLinear(ManifoldOp):
     def _plain(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         return F.linear(x, weight.t(), bias)
 
-    def _basis_forward(self, x: Tensor, a: Tensor, bd: int) -> Tensor:
-        return linear_basis(x, self.weight.transpose(1, 2), self.bias, a, bd, self._mix_inputs)
+    def _basis_op(self, x: Tensor, weight: Tensor, bias: Tensor | None, a: Tensor,
+                  bd: int) -> Tensor:
+        return linear_basis(x, weight.transpose(1, 2), bias, a, bd, self._mix_inputs)
 
     def _make_plain(self) -> nn.Module:
         from transformers.pytorch_utils import Conv1D

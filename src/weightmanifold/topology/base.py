@@ -110,6 +110,17 @@ class Manifold(abc.ABC):
     def _basis(self, s: Tensor) -> Tensor:
         """Basis values at validated ``s`` of shape ``[B, dim]``; returns ``[B, n]``."""
 
+    @property
+    def window(self) -> int | None:
+        """Width ``w < n`` of a window of consecutive basis indices (cyclic for a periodic
+        curve) that holds every non-zero coefficient at any ``s``, or ``None``.
+
+        Local bases (B-splines of degree ``p``: ``w = p + 1``) let a batch whose
+        examples sit at different ``s`` cost ``w`` basis tensors per example, not
+        ``n`` (see :class:`~weightmanifold.layers.conditioning.Windows`).
+        """
+        return None
+
     # -- the metric ----------------------------------------------------------------------
     @abc.abstractmethod
     def quadrature(self) -> tuple[Tensor, Tensor]:

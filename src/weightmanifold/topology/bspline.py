@@ -95,6 +95,13 @@ class BSpline(Manifold):
         self._knots = knots
 
     @property
+    def window(self) -> int | None:
+        """``p + 1`` (at most ``p + 1`` consecutive B-splines are non-zero at any ``s``)
+        when that is fewer than ``n``."""
+        w = self.degree + 1
+        return w if w < self.n else None
+
+    @property
     def knots(self) -> Tensor:
         """The (extended, for periodic curves) knot vector, float64."""
         return self._knots.clone()

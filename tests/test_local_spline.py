@@ -1,0 +1,149 @@
+"""Local support: B-spline batches grouped by window run p + 1 basis tensors per example."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import weightmanifold as wm
+from weightmanifold.layers.conditioning import Windows
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+def knots_and_ends(manifold: wm.BSpline, b: int) -> torch.Tensor:
+    spans = manifold.n if manifold.is_periodic else manifold.n - manifold.degree
+    special = torch.arange(spans + 1, dtype=torch.float64) / spans  # every knot, both ends
+    if manifold.is_periodic:
+        special = special[:-1]
+    s = torch.rand(b)
+    s[:len(special)] = special[:b]
+    return s
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(2, 14), p=st.integers(0, 4), periodic=st.booleans(), seed=st.integers(0, 99))
+def test_every_non_zero_coefficient_lies_in_its_window(n, p, periodic, seed):
+    if n < p + 2:
+        return
+    torch.manual_seed(seed)
+    m = wm.BSpline(n, degree=p, periodic=periodic)
+    assert m.window == p + 1
+    a = m.coefficients(knots_and_ends(m, 64))
+    w = Windows.of(a, m.window, periodic)
+    outside = a.clone()
+    for u in range(len(w.starts)):
+        rows = w.order[sum(w.counts[:u]):sum(w.counts[:u + 1])]
+        outside[rows[:, None], torch.tensor(w.indices(u))] = 0
+    assert outside.abs().max() == 0
+    assert torch.allclose(w.local.sum(1), torch.ones(64))  # partition of unity, all kept
+    assert sorted(w.order.tolist()) == list(range(64))
+    assert torch.equal(w.order[w.restore], torch.arange(64))
+
+
+def test_no_window_where_the_support_is_global():
+    assert wm.BSpline(4, degree=3).window is None  # p + 1 = n: Bernstein
+    assert wm.Ellipse().window is None and wm.Line().window is None
+    cond = wm.condition(wm.BSpline(4, degree=3), torch.rand(8))
+    assert cond.windows is None
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(7, 6)
+        self.conv = nn.Conv1d(6, 8, 3, padding=1, groups=2)
+        self.att = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.out = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.conv(self.emb(x).transpose(1, 2)).transpose(1, 2)
+        return self.out(self.att(h, h, h)[0])
+
+
+@pytest.mark.parametrize("manifold", [wm.BSpline(12, degree=3), wm.BSpline(9, degree=2,
+                                                                            periodic=True),
+                                      wm.BSpline(5, degree=0)], ids=repr)
+def test_local_path_equals_the_basis_path_and_the_reference(manifold):
+    torch.manual_seed(0)
+    model = wm.manifoldify(Net(), manifold, init="independent")
+    x = torch.randint(0, 7, (24, 5))
+    s = knots_and_ends(manifold, 24).requires_grad_(True)
+    local = wm.condition(model, s)
+    assert local.windows is not None and len(local.windows[0].starts) > 1
+    y_local = model(x, s=local)
+    y_basis = model(x, s=wm.condition(model, s, local=False))
+    assert torch.allclose(y_local, y_basis, atol=1e-12)
+    ref = torch.cat([wm.at(model, s[i].detach())(x[i:i + 1]) for i in range(len(x))])
+    assert torch.allclose(y_local, ref, atol=1e-10)
+    params = [s, *model.parameters()]
+    g_local = torch.autograd.grad(y_local.pow(2).sum(), params, allow_unused=True)
+    g_basis = torch.autograd.grad(model(x, s=wm.condition(model, s, local=False)).pow(2).sum(),
+                                  params, allow_unused=True)
+    for a, b in zip(g_local, g_basis, strict=True):
+        assert (a is None and b is None) or torch.allclose(a, b, atol=1e-10)
+
+
+def test_conv2d_local_path_and_grouped_batches():
+    torch.manual_seed(1)
+    manifold = wm.BSpline(10, degree=3)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding="same"), nn.ReLU(), nn.Conv2d(4, 2, 1))
+    model = wm.manifoldify(net, manifold, init="independent")
+    x = torch.randn(16, 3, 5, 5)
+    s = torch.rand(16)
+    want = model(x, s=wm.condition(model, s, local=False))
+    assert torch.allclose(model(x, s=s), want, atol=1e-12)  # local by default, eager
+    # grouped with more distinct points than n: the local path; with few: shared
+    assert torch.allclose(model(x, s=wm.condition(model, s, grouped=True)), want, atol=1e-12)
+    few = s.clone()
+    few[8:] = few[0]
+    assert torch.allclose(model(x, s=wm.condition(model, few, grouped=True)),
+                          model(x, s=wm.condition(model, few, local=False)), atol=1e-12)
+
+
+def test_local_path_is_taken_and_costs_a_window_of_basis_tensors():
+    """Counted FLOPs: the local path of a 12-point cubic spline does the arithmetic of 4."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64))
+    x, s = torch.randn(128, 64), torch.rand(128)
+
+    def flops(manifold, local):
+        model = wm.manifoldify(net, manifold)
+        with FlopCounterMode(display=False) as counter:
+            model(x, s=wm.condition(model, s, local=local))
+        return counter.get_total_flops()
+
+    twelve_local = flops(wm.BSpline(12, degree=3), None)
+    twelve_basis = flops(wm.BSpline(12, degree=3), False)
+    four = flops(wm.BSpline(4, degree=3), None)
+    assert twelve_local == four and twelve_basis == 3 * four
+
+
+def test_traced_models_fall_back_to_the_basis_path():
+    torch.manual_seed(3)
+    model = wm.manifoldify(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)),
+                           wm.BSpline(8, degree=3))
+    x, s = torch.randn(6, 4), torch.rand(6)
+    explain = torch._dynamo.explain(model)(x, s=s)
+    assert explain.graph_break_count == 0
+    compiled = torch.compile(model, fullgraph=True)
+    assert torch.allclose(compiled(x, s=s), model(x, s=s), atol=1e-12)
+
+
+def test_low_rank_layers_ignore_windows():
+    torch.manual_seed(4)
+    model = wm.manifoldify(nn.Linear(6, 5), wm.BSpline(8, degree=2), rank=2, init=0.5)
+    x, s = torch.randn(10, 6), torch.rand(10)
+    assert torch.allclose(model(x, s=s), model(x, s=wm.condition(model, s, local=False)),
+                          atol=1e-12)
