@@ -115,8 +115,8 @@ def test_local_path_is_taken_and_costs_a_window_of_basis_tensors():
     from torch.utils.flop_counter import FlopCounterMode
 
     torch.manual_seed(2)
-    net = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64))
-    x, s = torch.randn(128, 64), torch.rand(128)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3))
+    x, s = torch.randn(128, 3, 12, 12), torch.rand(128)
 
     def flops(manifold, local):
         model = wm.manifoldify(net, manifold)
@@ -147,3 +147,13 @@ def test_low_rank_layers_ignore_windows():
     x, s = torch.randn(10, 6), torch.rand(10)
     assert torch.allclose(model(x, s=s), model(x, s=wm.condition(model, s, local=False)),
                           atol=1e-12)
+
+
+def test_a_wide_dense_layer_at_small_batch_stays_on_the_basis_path():
+    """Per window, every window's basis tensors are gathered and their gradients scattered:
+    for a 2048 -> 512 dense layer on 128 examples that weight traffic exceeds the saving."""
+    layer = wm.ManifoldLinear(wm.BSpline(12, degree=3), 2048, 512)
+    s = torch.rand(128)
+    windows = wm.condition(layer, s).windows[0]
+    assert not layer._local_pays(torch.zeros(128, 2048), windows, 0)
+    assert layer._local_pays(torch.zeros(128, 64, 2048), windows, 0)  # 64 positions each

@@ -118,6 +118,9 @@ class _ManifoldConvNd(ManifoldOp):
             y = y + (a @ bias).reshape(b, cout, *([1] * self._dims))
         return self._like_input(y, x)
 
+    def _work_per_example(self, x: Tensor, bd: int) -> float:
+        return math.prod(self._out_spatial(x.shape[2:])) * self.weight[0].numel()
+
     def _input_mixed(self, x: Tensor, basis: Tensor, a: Tensor) -> Tensor:
         r""":math:`\sum_k W_k \star (a_k(s_i) x_i)`: one convolution of the inputs scaled by
         ``a`` and stacked along the channels of each group, against the basis ``[m, out,

@@ -72,6 +72,9 @@ class ManifoldEmbedding(ManifoldOp):
         y = torch.einsum("bmnd,bn->bmd", y, a).reshape(*shape, dim)
         return y.movedim(0, bd)
 
+    def _work_per_example(self, x: Tensor, bd: int) -> float:
+        return x.numel() / max(1, x.shape[bd]) * self.embedding_dim
+
     def _make_plain(self) -> nn.Embedding:
         return nn.Embedding(self.num_embeddings, self.embedding_dim, self.padding_idx,
                             scale_grad_by_freq=self.scale_grad_by_freq,

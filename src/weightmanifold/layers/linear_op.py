@@ -90,12 +90,36 @@ class ManifoldOp(ManifoldModule):
         if path == "shared":
             return self._shared_forward(x, groups, cond.batch_dim)  # type: ignore[arg-type]
         windows = cond.windows_of(self.manifold)
-        if windows is not None and self.path == "auto" and self._local_basis:
+        if windows is not None and self.path == "auto" and self._local_basis \
+                and self._local_pays(x, windows, cond.batch_dim):
             return self._local_forward(x, windows, cond.batch_dim)
         return self._basis_forward(x, a.to(self.weight.dtype), cond.batch_dim)
 
     #: whether the basis path can run on a window of the basis (see :meth:`_local_forward`)
     _local_basis = True
+    #: floating-point operations that moving one value costs, in the path cost models
+    _FLOPS_PER_VALUE = 16
+
+    def _local_pays(self, x: Tensor, windows: Windows, bd: int) -> bool:
+        """Whether running per window beats the basis path, from shapes alone.
+
+        Counting multiply-adds plus ``_FLOPS_PER_VALUE`` per weight value moved:
+        the basis path does ``B · work · n`` and moves the ``n`` basis tensors about
+        three times (forward, gradient, optimiser); per window, ``B · work · w``,
+        but every window's ``w`` tensors are gathered, read, and their gradients
+        written and scattered (about six passes over ``G · w`` tensors for ``G``
+        windows). Wide layers at small batch (a dense layer on 128 examples) stay
+        on the basis path; convolutions over images take the windows.
+        """
+        per_tensor = self.weight[0].numel()
+        work = x.shape[bd] * self._work_per_example(x, bd)
+        beta, n, w, g = self._FLOPS_PER_VALUE, self.manifold.n, windows.width, \
+            len(windows.starts)
+        return work * w + beta * 6 * g * w * per_tensor < work * n + beta * 3 * n * per_tensor
+
+    def _work_per_example(self, x: Tensor, bd: int) -> float:
+        """Multiply-adds of one example against one basis tensor (dense: positions × size)."""
+        return x.numel() / max(1, x.shape[bd] * x.shape[-1]) * self.weight[0].numel()
 
     def _local_forward(self, x: Tensor, windows: Windows, bd: int) -> Tensor:
         """The basis path per window of non-zero coefficients: ``w`` basis tensors, not ``n``.
@@ -107,17 +131,16 @@ class ManifoldOp(ManifoldModule):
         parts = x.index_select(bd, windows.order).split(list(windows.counts), dim=bd)
         local = windows.local.to(dtype).index_select(0, windows.order).split(
             list(windows.counts))
-        outs = []
-        for u, (part, a) in enumerate(zip(parts, local, strict=True)):
-            start, width = windows.starts[u], windows.width
-            if start + width <= windows.n:  # a view of consecutive basis tensors
-                weight = self.weight[start:start + width]
-                bias = None if self.bias is None else self.bias[start:start + width]
-            else:  # a periodic window that wraps around
-                idx = torch.tensor(windows.indices(u), device=self.weight.device)
-                weight = self.weight.index_select(0, idx)
-                bias = None if self.bias is None else self.bias.index_select(0, idx)
-            outs.append(self._basis_op(part, weight, bias, a, bd))
+        # one gather of every window's basis tensors, split per window: the backward pass
+        # accumulates into one buffer (a slice per window would allocate a full-size
+        # gradient per window)
+        idx = torch.tensor([k for u in range(len(windows.starts)) for k in windows.indices(u)],
+                           device=self.weight.device)
+        weights = self.weight.index_select(0, idx).split(windows.width)
+        biases = [None] * len(weights) if self.bias is None else \
+            self.bias.index_select(0, idx).split(windows.width)
+        outs = [self._basis_op(part, w, b, a, bd)
+                for part, a, w, b in zip(parts, local, weights, biases, strict=True)]
         return torch.cat(outs, dim=bd).index_select(bd, windows.restore)
 
     def choose_path(self, groups: Groups | None) -> str:
