@@ -45,12 +45,24 @@ def save_pretrained(model: ManifoldModel, path: str | os.PathLike, **kwargs: Any
         raise TypeError(f"{type(inner).__name__} has no save_pretrained; save the model's "
                         "state_dict (it holds only tensors) with torch.save or safetensors")
     inner.save_pretrained(path, **kwargs)
+    ranks = {name: _rank_of_layer(inner.get_submodule(name) if name else inner)
+             for name in model.converted}
     meta = {"format": 1, "manifold": repr(model.manifold),
             "config": _plain_config(model.manifold),
             "batch_dim": model.batch_dim, "converted": model.converted,
+            "ranks": {k: v for k, v in ranks.items() if v is not None},
             "class": f"{type(inner).__module__}.{type(inner).__qualname__}"}
     with open(Path(path) / _META, "w") as f:
         json.dump(meta, f, indent=2)
+
+
+def _rank_of_layer(module: torch.nn.Module) -> int | None:
+    """The rank of a converted layer (attention: of its projections), ``None`` at full rank."""
+    for m in module.modules():
+        rank = getattr(m, "rank", None)
+        if isinstance(rank, int):
+            return rank
+    return None
 
 
 def _state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -102,6 +114,10 @@ def from_pretrained(model_class: type, path: str | os.PathLike, manifold: Manifo
         # convert exactly what was converted when it was saved
         recorded = set(meta.get("converted", []))
         manifoldify_options["include"] = [lambda name, _m, recorded=recorded: name in recorded]
+    if "rank" not in manifoldify_options and meta.get("ranks"):
+        # low-rank layers as saved (full rank where none was recorded)
+        ranks = dict(meta["ranks"])
+        manifoldify_options["rank"] = lambda name, _m, ranks=ranks: ranks.get(name)
     manifoldify_options["inplace"] = True  # the plain model was just built: no copy
     model = manifoldify(_plain_from_config(model_class, path), manifold, **manifoldify_options)
     return load_weights(model, path)
