@@ -11,13 +11,7 @@ from torch import nn
 import weightmanifold as wm
 from weightmanifold.layers.conditioning import Windows
 
-
-@pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def knots_and_ends(manifold: wm.BSpline, b: int) -> torch.Tensor:

@@ -89,14 +89,17 @@ class _ManifoldConvNd(ManifoldOp):
     def _plain(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         return self._conv(x, weight, bias, self.groups)
 
-    def _basis_op(self, x: Tensor, weight: Tensor, bias: Tensor | None, a: Tensor,
-                  bd: int) -> Tensor:
+    def _check_batched(self, x: Tensor, bd: int) -> None:
         if bd != 0:
             raise ValueError(f"{type(self).__name__} takes its batch along dim 0, not {bd}")
         if x.ndim != self._dims + 2:
             raise ValueError(
                 f"{type(self).__name__} with per-example conditions needs a batched input "
                 f"of {self._dims + 2} dims, got shape {list(x.shape)}")
+
+    def _basis_op(self, x: Tensor, weight: Tensor, bias: Tensor | None, a: Tensor,
+                  bd: int) -> Tensor:
+        self._check_batched(x, bd)
         n, g = weight.shape[0], self.groups
         cout, cin_g = self.out_channels, self.in_channels // g
         kernel = weight.shape[3:]

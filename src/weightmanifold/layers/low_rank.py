@@ -207,6 +207,20 @@ class LowRankOp(ManifoldOp):
         rest = self.weight.shape[1:]
         return down.reshape(m, g, r, *rest).transpose(0, 1).reshape(g * m * r, *rest)
 
+    def _dense(self, x: Tensor, a: Tensor, a_v: Tensor, bd: int, first: Tensor,
+               second: Tensor) -> Tensor:
+        """A dense layer's per-example path: ``first`` ``[out + m·r, in]`` holds the plain
+        weight and the projections applied to ``x``, ``second`` ``[out, m·r]`` the others."""
+        out = second.shape[0]
+        x0 = x.movedim(bd, 0)
+        b, mid = x0.shape[0], x0.shape[1:-1]
+        yh = F.linear(x0.reshape(b, -1, x0.shape[-1]), first)
+        y, h = yh.split([out, yh.shape[-1] - out], dim=-1)
+        y = y + F.linear(self._scale(h, a_v, 2), second)
+        if self.bias is not None:
+            y = y + (a @ self.bias)[:, None, :]
+        return y.reshape(b, *mid, out).movedim(0, bd)
+
     # -- saving ----------------------------------------------------------------------------
     def get_extra_state(self) -> Tensor:
         """The manifold's identity and the rank (UTF-8 JSON bytes)."""
@@ -257,18 +271,9 @@ class LowRankLinear(LowRankOp, ManifoldLinear):
         self._make_low_rank(rank)
 
     def _low_rank_basis(self, x: Tensor, a: Tensor, bd: int) -> Tensor:
-        out = self.out_features
         w0, up, down, a_v = self._per_example_parts(a)
-        x0 = x.movedim(bd, 0)
-        b, mid = x0.shape[0], x0.shape[1:-1]
-        x0 = x0.reshape(b, -1, self.in_features)
-        # one product for W0 and the m·r down-projections, then the up-projections
-        yh = F.linear(x0, torch.cat([w0, self._down_matrix(down)]))
-        y, h = yh.split([out, yh.shape[-1] - out], dim=-1)
-        y = y + F.linear(self._scale(h, a_v, 2), self._up_matrix(up))
-        if self.bias is not None:
-            y = y + (a @ self.bias)[:, None, :]
-        return y.reshape(b, *mid, out).movedim(0, bd)
+        return self._dense(x, a, a_v, bd, torch.cat([w0, self._down_matrix(down)]),
+                           self._up_matrix(up))
 
     @classmethod
     def from_plain(cls, module: nn.Linear, manifold: Manifold, *, rank: int) -> LowRankLinear:
@@ -289,17 +294,10 @@ class LowRankTransposedLinear(LowRankOp, ManifoldTransposedLinear):
         self._make_low_rank(rank)
 
     def _low_rank_basis(self, x: Tensor, a: Tensor, bd: int) -> Tensor:
-        out = self.out_features
         w0, up, down, a_v = self._per_example_parts(a)
-        x0 = x.movedim(bd, 0)
-        b, mid = x0.shape[0], x0.shape[1:-1]
-        x0 = x0.reshape(b, -1, self.in_features)
-        yh = x0 @ torch.cat([w0, self._up_matrix(up)], dim=1)
-        y, h = yh.split([out, yh.shape[-1] - out], dim=-1)
-        y = y + self._scale(h, a_v, 2) @ down.reshape(-1, out)
-        if self.bias is not None:
-            y = y + (a @ self.bias)[:, None, :]
-        return y.reshape(b, *mid, out).movedim(0, bd)
+        # the rows of W are the inputs: x W0 and x U first, then the V's
+        return self._dense(x, a, a_v, bd, torch.cat([w0, self._up_matrix(up)], dim=1).T,
+                           down.reshape(-1, self.out_features).T)
 
     @classmethod
     def from_plain(cls, module: nn.Module, manifold: Manifold, *,
@@ -371,12 +369,7 @@ class _LowRankConvNd(LowRankOp, _ManifoldConvNd):
         self._make_low_rank(rank)
 
     def _low_rank_basis(self, x: Tensor, a: Tensor, bd: int) -> Tensor:
-        if bd != 0:
-            raise ValueError(f"{type(self).__name__} takes its batch along dim 0, not {bd}")
-        if x.ndim != self._dims + 2:
-            raise ValueError(
-                f"{type(self).__name__} with per-example conditions needs a batched input "
-                f"of {self._dims + 2} dims, got shape {list(x.shape)}")
+        self._check_batched(x, bd)
         cout, r = self.out_channels, self.rank
         w0, up, down, a_v = self._per_example_parts(a)
         m = a_v.shape[1]
