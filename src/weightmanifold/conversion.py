@@ -31,6 +31,7 @@ from .layers.norm import (
     ManifoldLayerNorm,
 )
 from .layers.transposed_linear import ManifoldTransposedLinear
+from .low_rank_metric import LowRankGeometry
 from .topology import Manifold, Point
 
 __all__ = ["CONVERTIBLE", "INITS", "ManifoldModel", "manifoldify", "modulation_coefficients",
@@ -427,10 +428,9 @@ def modulation_coefficients(manifold: Manifold) -> Tensor:
     Raises:
         ValueError: for a manifold without variation (``tr C = 0``, a point).
     """
-    g = manifold.gram()
-    c = manifold.constant()
-    m = g @ c
-    tr = float(torch.trace(g - torch.outer(m, m)))
+    geo = LowRankGeometry.of(manifold)
+    c, m = manifold.constant(), geo.mean
+    tr = float(torch.trace(geo.covariance))
     if tr <= 1e-12:
         raise ValueError(f"{manifold!r} has no variation over s to modulate (tr C = {tr:.3g})")
     return (torch.eye(manifold.n, dtype=torch.float64) - torch.outer(c, m)) / math.sqrt(tr)
@@ -492,9 +492,9 @@ def _initialise_low_rank(layer: LowRankOp, weight: Tensor, manifold: Manifold,
     the first gradient of :math:`U_k` is :math:`\mathbb E_s[a_k \nabla_W \ell]\, V_k^T`,
     non-zero wherever the loss depends on ``s``, which breaks the degenerate start.
     """
-    g = manifold.gram()
-    m = g @ manifold.constant()
-    tr = float(torch.trace(g - torch.outer(m, m)))
+    geo = LowRankGeometry.of(manifold)
+    m = geo.mean
+    tr = float(torch.trace(geo.covariance))
     tr = tr if tr > 1e-12 else 1.0
     v = float(weight.double().pow(2).mean()) or 1.0 / max(1, weight[0].numel())
     sigma = (v / (layer.rank * tr)) ** 0.25

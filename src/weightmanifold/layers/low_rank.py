@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..low_rank_metric import LowRankGeometry
 from ..topology import Manifold
 from .base import _decode_identity, _encode_identity
 from .conv import ManifoldConv1d, ManifoldConv2d, ManifoldConv3d, _ManifoldConvNd
@@ -160,11 +161,10 @@ class LowRankOp(ManifoldOp):
         property of the manifold, computed once at construction (Python values, so
         compiled programs see constants).
         """
-        g = self.manifold.gram()
-        m = g @ self.manifold.constant()
-        var = (g - torch.outer(m, m)).diagonal()
+        geo = LowRankGeometry.of(self.manifold)
+        var = geo.covariance.diagonal()
         self._varying = tuple(k for k in range(self.manifold.n) if float(var[k]) > 1e-12)
-        self._constant = tuple((k, float(m[k])) for k in range(self.manifold.n)
+        self._constant = tuple((k, float(geo.mean[k])) for k in range(self.manifold.n)
                                if k not in self._varying)
 
     def _per_example_parts(self, a: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -250,7 +250,17 @@ class LowRankOp(ManifoldOp):
         return super().extra_repr() + f", rank={self.rank}"
 
 
-class LowRankLinear(LowRankOp, ManifoldLinear):
+class _LowRankDense(LowRankOp):
+    """The constructor of the dense twins: their full-rank class's arguments plus ``rank``."""
+
+    def __init__(self, manifold: Manifold, in_features: int, out_features: int,
+                 bias: bool = True, *, rank: int, device: Any = None, dtype: Any = None) -> None:
+        super().__init__(manifold, in_features, out_features, bias,  # type: ignore[call-arg]
+                         device=device, dtype=dtype)
+        self._make_low_rank(rank)
+
+
+class LowRankLinear(_LowRankDense, ManifoldLinear):
     """``nn.Linear`` with :math:`W(s) = W_0 + \\sum_k a_k(s) U_k V_k` (see :mod:`.low_rank`).
 
     Args:
@@ -265,11 +275,6 @@ class LowRankLinear(LowRankOp, ManifoldLinear):
         torch.Size([4, 8])
     """
 
-    def __init__(self, manifold: Manifold, in_features: int, out_features: int,
-                 bias: bool = True, *, rank: int, device: Any = None, dtype: Any = None) -> None:
-        super().__init__(manifold, in_features, out_features, bias, device=device, dtype=dtype)
-        self._make_low_rank(rank)
-
     def _low_rank_basis(self, x: Tensor, a: Tensor, bd: int) -> Tensor:
         w0, up, down, a_v = self._per_example_parts(a)
         return self._dense(x, a, a_v, bd, torch.cat([w0, self._down_matrix(down)]),
@@ -281,17 +286,12 @@ class LowRankLinear(LowRankOp, ManifoldLinear):
                    rank=rank, device=module.weight.device, dtype=module.weight.dtype)
 
 
-class LowRankTransposedLinear(LowRankOp, ManifoldTransposedLinear):
+class LowRankTransposedLinear(_LowRankDense, ManifoldTransposedLinear):
     """``y = x W(s) + b(s)`` with ``weight`` ``[in, out]`` (transformers' ``Conv1D``), low rank.
 
     The matrix rows are the input features: :math:`W(s) = W_0 + \\sum_k a_k U_k V_k`
     with ``U_k`` ``[in, r]`` and ``V_k`` ``[r, out]``.
     """
-
-    def __init__(self, manifold: Manifold, in_features: int, out_features: int,
-                 bias: bool = True, *, rank: int, device: Any = None, dtype: Any = None) -> None:
-        super().__init__(manifold, in_features, out_features, bias, device=device, dtype=dtype)
-        self._make_low_rank(rank)
 
     def _low_rank_basis(self, x: Tensor, a: Tensor, bd: int) -> Tensor:
         w0, up, down, a_v = self._per_example_parts(a)
