@@ -13,7 +13,7 @@ $(PY):
 	$(PY) -m pip install torch==2.13.0
 
 setup: $(PY)
-	$(PY) -m pip install -e ".[dev,hf]"
+	$(PY) -m pip install -e ".[dev,hf,diffusion]"
 
 # Fashion-MNIST from the Debian package (IDX files in $(DATA_DIR)), or DATA_DIR=... of your own
 data:

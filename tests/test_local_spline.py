@@ -87,6 +87,22 @@ def test_local_path_equals_the_basis_path_and_the_reference(manifold):
         assert (a is None and b is None) or torch.allclose(a, b, atol=1e-10)
 
 
+def test_bins_run_one_expert_per_example_and_equal_the_reference():
+    """Experts (``wm.Bins``, unequal bins) have window 1: each example runs its own expert."""
+    assert wm.Bins([0.2, 0.5, 0.7]).window == 1 and wm.Bins().window is None
+    torch.manual_seed(4)
+    manifold = wm.Bins([0.2, 0.5, 0.7])
+    model = wm.manifoldify(Net(), manifold, init="independent")
+    x = torch.randint(0, 7, (12, 5))
+    s = torch.tensor([0.0, 0.2, 0.5, 0.7, 1.0, 0.1, 0.3, 0.6, 0.9, 0.19999, 0.5, 0.71])
+    local = wm.condition(model, s)
+    assert local.windows is not None and local.windows[0].starts == (0, 1, 2, 3)
+    y = model(x, s=local)
+    assert torch.allclose(y, model(x, s=wm.condition(model, s, local=False)), atol=1e-12)
+    ref = torch.cat([wm.at(model, s[i])(x[i:i + 1]) for i in range(len(x))])
+    assert torch.allclose(y, ref, atol=1e-10)
+
+
 def test_conv2d_local_path_and_grouped_batches():
     torch.manual_seed(1)
     manifold = wm.BSpline(10, degree=3)

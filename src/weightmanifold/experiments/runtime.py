@@ -1,4 +1,4 @@
-"""Process-level settings for training on CPU: :func:`tune_malloc`.
+"""Process-level settings for training on CPU: :func:`tune_malloc`; and :func:`progress_bar`.
 
 glibc's ``malloc`` gives large freed blocks back to the operating system: blocks
 above the mmap threshold are unmapped on ``free``, and the top of the heap is
@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+from typing import Any
 
-__all__ = ["tune_malloc"]
+__all__ = ["progress_bar", "tune_malloc"]
 
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 
@@ -51,3 +52,11 @@ def tune_malloc(trim_threshold: int = 1 << 30, top_pad: int = 256 << 20,
     ok = [mallopt(_M_TRIM_THRESHOLD, trim_threshold), mallopt(_M_TOP_PAD, top_pad),
           mallopt(_M_MMAP_THRESHOLD, mmap_threshold)]
     return all(r == 1 for r in ok)
+
+
+def progress_bar(total: int, desc: str, progress: bool | None, initial: int = 0) -> Any:
+    """A ``tqdm`` bar of ``total`` steps (``progress=None``: only on a terminal)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, leave=False,
+                disable=(not progress) if progress is not None else None)

@@ -81,6 +81,11 @@ class Bins(Manifold):
         self.n = len(values) + 1
         self.clamp = bool(clamp)
 
+    @property
+    def window(self) -> int | None:
+        """1 (one indicator is non-zero at any ``s``) when there are several bins."""
+        return 1 if self.n > 1 else None
+
     def _bounds(self) -> np.ndarray:
         return np.array([0.0, *self.edges, 1.0])
 

@@ -1,0 +1,309 @@
+"""The DDPM task: a tiny diffusers UNet, a few steps, and the metrics against hand computations."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("diffusers")
+pytest.importorskip("torchmetrics")
+
+import weightmanifold as wm
+from weightmanifold.experiments.checkpoint import CheckpointError, load_checkpoint
+from weightmanifold.experiments.config import ConfigError
+from weightmanifold.experiments.diffusion import (
+    Denoiser,
+    DiffusionConfig,
+    add_noise,
+    bucket_losses,
+    bucket_timesteps,
+    build_denoiser,
+    check_timesteps,
+    ddim_sample,
+    resize_images,
+    train_denoiser,
+)
+from weightmanifold.experiments.sample_quality import (
+    ClassifierCacheError,
+    class_balance,
+    frechet_distance,
+    load_or_train_classifier,
+)
+from weightmanifold.experiments.synthetic import make_synthetic
+
+TINY = dict(widths=[8, 16], steps=6, batch_size=8, val_every=3, checkpoint_every=2,
+            validation=16, eval_images=16, samples=8, sample_steps=3, timesteps=100,
+            image_size=16, dataset="synthetic")
+
+
+def images(split: str = "train") -> torch.Tensor:
+    return make_synthetic(split, size=16).images
+
+
+def tiny(method: str = "embedding", **kw) -> DiffusionConfig:
+    return DiffusionConfig(method=method, **{**TINY, **kw})
+
+
+# -- bad input -------------------------------------------------------------------------------
+def test_timesteps_must_be_integers_in_range():
+    check_timesteps(torch.tensor([0, 99]), 100)
+    with pytest.raises(ValueError, match=r"\[0, 100\).*\[0, 100\]"):
+        check_timesteps(torch.tensor([0, 100]), 100)
+    with pytest.raises(ValueError, match=r"\[-1, 3\]"):
+        check_timesteps(torch.tensor([-1, 3]), 100)
+    with pytest.raises(TypeError, match=r"integers.*float32.*not s = t / T"):
+        check_timesteps(torch.tensor([0.5]), 100)
+    with pytest.raises(TypeError, match="must be a tensor"):
+        check_timesteps([1, 2], 100)  # type: ignore[arg-type]
+
+
+def test_denoiser_and_add_noise_refuse_bad_timesteps():
+    model = build_denoiser(tiny("manifold", manifold="line"), 1, 16)
+    x = torch.randn(2, 1, 16, 16)
+    with pytest.raises(ValueError, match=r"\[0, 100\)"):
+        model(x, torch.tensor([5, 100]))
+    with pytest.raises(TypeError, match="integers"):
+        model(x, torch.tensor([0.1, 0.2]))
+    from diffusers import DDPMScheduler
+
+    with pytest.raises(ValueError, match=r"\[0, 100\)"):
+        add_noise(DDPMScheduler(num_train_timesteps=100), x, x, torch.tensor([3, 250]))
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"method": "film"}, "unknown 'film'"),
+    ({"widths": [8, 12]}, "multiples of 8"),
+    ({"image_size": 9}, "divisible by 2"),
+    ({"samples": 1}, "samples"),
+    ({"manifold": "nope"}, "nope"),
+    ({"buckets": 200}, "buckets"),
+])
+def test_bad_configurations_are_refused(bad, match):
+    with pytest.raises((ConfigError, ValueError), match=match):
+        DiffusionConfig(**{**TINY, "method": "manifold", **bad})
+    with pytest.raises(ConfigError, match="unknown config key"):
+        DiffusionConfig.from_dict({"epochs": 3})
+
+
+def test_denoiser_needs_a_matching_unet():
+    from diffusers import UNet2DModel
+
+    unet = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1,
+                       block_out_channels=(8, 16), norm_num_groups=8,
+                       down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                       up_block_types=("AttnUpBlock2D", "UpBlock2D"))
+    with pytest.raises(ValueError, match="needs a converted UNet"):
+        Denoiser(unet, "manifold", 100)
+    with pytest.raises(ValueError, match="unknown method"):
+        Denoiser(unet, "adaln", 100)
+
+
+# -- the conditioning ------------------------------------------------------------------------
+@pytest.mark.parametrize("method, manifold", [("manifold", "bspline"), ("both", "line"),
+                                              ("manifold", "bins")])
+def test_manifold_denoiser_equals_the_network_at_each_s(method, manifold, float64):
+    options = {"n": 8} if manifold == "bspline" else \
+        {"edges": [0.3, 0.6]} if manifold == "bins" else {}
+    model = build_denoiser(tiny(method, manifold=manifold, manifold_options=options,
+                                init="independent"), 1, 16).double().eval()
+    x = torch.randn(5, 1, 16, 16)
+    t = torch.tensor([0, 17, 30, 61, 99])
+    with torch.no_grad():
+        y = model(x, t)
+        for i in range(5):
+            plain = wm.at(model.unet, float(t[i]) / 100)
+            step = t[i:i + 1] if method == "both" else torch.zeros(1, dtype=torch.long)
+            assert torch.allclose(y[i:i + 1], plain(x[i:i + 1], step).sample, atol=1e-10)
+        # one timestep for the batch (how DDIM samples) is the same network
+        one = model(x, torch.tensor(30))
+        assert torch.allclose(one, model(x, torch.full((5,), 30)), atol=1e-10)
+
+
+def test_embedding_method_ignores_the_manifold_and_uses_t():
+    model = build_denoiser(tiny("embedding"), 1, 16).eval()
+    assert not wm.manifold_parameters(model)
+    x = torch.randn(2, 1, 16, 16)
+    with torch.no_grad():
+        assert not torch.allclose(model(x, torch.tensor([1, 1])), model(x, torch.tensor([90, 90])))
+
+
+# -- the schedule and the metrics against hand computations ---------------------------------
+def test_add_noise_is_ddpm_forward_process():
+    from diffusers import DDPMScheduler
+
+    T = 100
+    betas = np.linspace(1e-4, 0.02, T)
+    abar = np.cumprod(1 - betas)
+    x0, eps = torch.randn(3, 1, 4, 4, dtype=torch.float64), torch.randn(3, 1, 4, 4,
+                                                                         dtype=torch.float64)
+    t = torch.tensor([0, 42, 99])
+    got = add_noise(DDPMScheduler(num_train_timesteps=T), x0, eps, t)
+    a = torch.tensor(abar[t.numpy()])[:, None, None, None]
+    assert torch.allclose(got, a.sqrt() * x0 + (1 - a).sqrt() * eps, atol=1e-5)  # float32 tables
+
+
+def test_bucket_timesteps_cover_their_ranges_and_repeat():
+    ts = bucket_timesteps(10, 1000, 500, torch.Generator().manual_seed(0))
+    for b in range(10):
+        assert ts[b].min() >= 100 * b and ts[b].max() < 100 * (b + 1)
+        assert len(ts[b].unique()) > 90  # spread over the bucket
+    assert torch.equal(ts, bucket_timesteps(10, 1000, 500, torch.Generator().manual_seed(0)))
+
+
+class Zero(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.p = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x, t):
+        return torch.zeros_like(x) + self.p
+
+
+def test_bucket_losses_of_a_zero_predictor_are_the_mean_squared_noise():
+    imgs = images("test")[:20]
+    got = bucket_losses(Zero(), imgs, T=100, buckets=4, seed=3)
+    gen = torch.Generator().manual_seed(3)
+    bucket_timesteps(4, 100, 20, gen)  # the same draws, in the same order
+    noise = torch.randn(4, *imgs.shape, generator=gen)
+    want = (noise ** 2).mean(dim=(2, 3, 4)).mean(1)
+    assert np.allclose(got, want.numpy(), atol=1e-6)
+    assert got == bucket_losses(Zero(), imgs, T=100, buckets=4, seed=3)  # common numbers
+
+
+class Flatten(nn.Module):
+    num_features = 4
+
+    def forward(self, x):
+        return x.flatten(1).double()
+
+
+def test_frechet_distance_equals_the_closed_form():
+    from scipy import linalg
+
+    gen = torch.Generator().manual_seed(0)
+    real = torch.rand(60, 1, 2, 2, generator=gen)
+    fake = (torch.rand(50, 1, 2, 2, generator=gen) ** 2) * 0.8
+    r, f = real.flatten(1).double().numpy(), fake.flatten(1).double().numpy()
+    mu1, mu2 = r.mean(0), f.mean(0)
+    s1, s2 = np.cov(r, rowvar=False), np.cov(f, rowvar=False)
+    want = ((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * linalg.sqrtm(s1 @ s2).real)
+    assert frechet_distance(Flatten(), real, fake, batch_size=7) == pytest.approx(want, rel=1e-4)
+    assert frechet_distance(Flatten(), real, real) == pytest.approx(0, abs=1e-6)
+
+
+def test_frechet_distance_refuses_bad_sets():
+    with pytest.raises(ValueError, match="at least 2"):
+        frechet_distance(Flatten(), torch.rand(5, 1, 2, 2), torch.rand(1, 1, 2, 2))
+    with pytest.raises(ValueError, match="differ in shape"):
+        frechet_distance(Flatten(), torch.rand(5, 1, 2, 2), torch.rand(5, 1, 3, 3))
+
+
+def test_class_balance_by_hand():
+    assert class_balance(torch.eye(10))[0] == pytest.approx(1.0)
+    half = torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0]] * 3)
+    b, counts = class_balance(half)
+    assert counts == [3, 3, 0, 0] and b == pytest.approx(np.log(2) / np.log(4))
+    with pytest.raises(ValueError, match="K >= 2"):
+        class_balance(torch.zeros(3, 1))
+
+
+def test_classifier_cache_is_reused_and_refuses_other_data(tmp_path):
+    train, test = make_synthetic("train", size=16), make_synthetic("test", size=16)
+    args = (train.labels, test.float(), test.labels)
+    first = load_or_train_classifier(tmp_path / "c.pt", "synthetic", train.images, *args,
+                                     classes=4, epochs=15, log=lambda _: None)
+    assert first.test_accuracy > 0.5
+    again = load_or_train_classifier(tmp_path / "c.pt", "synthetic", train.images, *args,
+                                     classes=4, log=lambda _: None)
+    for a, b in zip(first.model.state_dict().values(), again.model.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(ClassifierCacheError, match=r"trained on 'synthetic'.*uses 'other'"):
+        load_or_train_classifier(tmp_path / "c.pt", "other", train.images, *args, classes=4)
+    other = make_synthetic("train", size=16, seed=5).images
+    with pytest.raises(ClassifierCacheError, match="images"):
+        load_or_train_classifier(tmp_path / "c.pt", "synthetic", other, *args, classes=4)
+
+
+def test_resize_images():
+    x = images()[:3]
+    assert resize_images(x, None) is x and resize_images(x, 16) is x
+    y = resize_images(x, 8)
+    assert y.shape == (3, 1, 8, 8) and y.dtype == torch.uint8
+    flat = torch.full((1, 1, 16, 16), 77, dtype=torch.uint8)
+    assert torch.equal(resize_images(flat, 4), torch.full((1, 1, 4, 4), 77, dtype=torch.uint8))
+
+
+def test_ddim_samples_start_from_the_same_noise():
+    model = build_denoiser(tiny("manifold", manifold="line"), 1, 16).eval()
+    a = ddim_sample(model, 6, (1, 16, 16), T=100, steps=3, batch_size=4)
+    b = ddim_sample(model, 6, (1, 16, 16), T=100, steps=3, batch_size=6)
+    assert a.shape == (6, 1, 16, 16) and 0 <= a.min() and a.max() <= 1
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+# -- training, resume, the preset ------------------------------------------------------------
+def test_training_resumes_exactly_after_a_kill(tmp_path):
+    config = tiny("manifold", manifold="bspline", manifold_options={"n": 5})
+    straight = train_denoiser(config, tmp_path / "a", images(), images("test"), progress=False,
+                              log=lambda _: None)
+    stopped = train_denoiser(config, tmp_path / "b", images(), images("test"), progress=False,
+                             log=lambda _: None, stop_after=3)
+    assert stopped == {"status": "stopped", "step": 3}
+    resumed = train_denoiser(config, tmp_path / "b", images(), images("test"), progress=False,
+                             log=lambda _: None)
+    assert resumed["final"] == straight["final"] and resumed["history"] == straight["history"]
+    a, b = (load_checkpoint(tmp_path / d / "checkpoint.pt") for d in "ab")
+    for key in ("model", "ema"):
+        for x, y in zip(a[key].values(), b[key].values(), strict=True):
+            assert torch.equal(x, y)
+    with pytest.raises(CheckpointError, match="another configuration"):
+        train_denoiser(config.replace(lr=0.5, steps=7), tmp_path / "b", images(),
+                       images("test"), progress=False)
+    assert straight["final"]["loss"] > 0 and len(straight["final"]) == 11  # loss + 10 buckets
+
+
+def test_sweep_runs_end_to_end_and_resumes(tmp_path):
+    from weightmanifold.experiments.diffusion_sweep import run_diffusion_sweep
+
+    labels = ["embedding", "line", "experts", "both"]
+    rows = run_diffusion_sweep(tmp_path, seeds=[0, 1], labels=labels, overrides=TINY,
+                               progress=False, log=lambda _: None)
+    for name in ("results.csv", "differences.csv", "loss_by_t.png", "loss_by_t.csv",
+                 "samples.png", "tables.md", "classifier.pt"):
+        assert (tmp_path / name).exists(), name
+    meta = json.loads((tmp_path / "results.json").read_text())
+    val = {k: json.loads((tmp_path / k / "seed_0" / "summary.json").read_text())
+           ["history"][-1]["val_loss"] for k in ("line", "experts")}
+    assert meta["best_manifold"] == min(val, key=val.get)  # by seed 0's validation loss
+    n = {r["label"]: r["n"] for r in rows}
+    assert n["embedding"] == 2 and n[meta["best_manifold"]] == 2 and n["both"] == 1
+    assert {"loss", "frechet", "class_balance", "loss_b0", "loss_b9"} <= \
+        {d["metric"] for d in meta["differences"]}
+    summary = tmp_path / "line" / "seed_0" / "summary.json"
+    before = summary.stat().st_mtime_ns
+    run_diffusion_sweep(tmp_path, seeds=[0, 1], labels=labels, overrides=TINY,
+                        progress=False, log=lambda _: None)
+    assert summary.stat().st_mtime_ns == before  # finished runs are not run again
+    with pytest.raises(ValueError, match="unknown label"):
+        run_diffusion_sweep(tmp_path, labels=["adaln"], overrides=TINY)
+
+
+def test_the_width_matched_twin_has_the_manifolds_parameters():
+    from weightmanifold.experiments.diffusion_sweep import methods
+
+    configs = methods("cpu")
+    count = {k: sum(p.numel() for p in build_denoiser(c, 1, 16).parameters())
+             for k, c in configs.items() if k in ("embedding-wide", "bspline4", "embedding")}
+    assert abs(count["embedding-wide"] / count["bspline4"] - 1) < 0.05
+    assert count["bspline4"] > 3.5 * count["embedding"]
+
+
+def test_cli_sweep_diffusion_refuses_options_that_do_not_apply(capsys):
+    from weightmanifold.cli import main
+
+    assert main(["sweep", "diffusion", "--x", "0.1"]) == 2
+    assert "--x does not apply" in capsys.readouterr().err
