@@ -288,6 +288,13 @@ def test_sweep_runs_end_to_end_and_resumes(tmp_path):
     run_diffusion_sweep(tmp_path, seeds=[0, 1], labels=labels, overrides=TINY,
                         progress=False, log=lambda _: None)
     assert summary.stat().st_mtime_ns == before  # finished runs are not run again
+    assert meta["complete"]
+    (tmp_path / "both" / "seed_0" / "summary.json").unlink()
+    partial = run_diffusion_sweep(tmp_path, seeds=[0, 1], labels=labels, overrides=TINY,
+                                  log=lambda _: None, train=False, figures=False)
+    assert [r["label"] for r in partial] == ["embedding", "line", "experts"]
+    assert not json.loads((tmp_path / "results.json").read_text())["complete"]
+    assert not (tmp_path / "both" / "seed_0" / "summary.json").exists()  # nothing trained
     with pytest.raises(ValueError, match="unknown label"):
         run_diffusion_sweep(tmp_path, labels=["adaln"], overrides=TINY)
 

@@ -25,13 +25,14 @@ def plot_loss_by_t(rows: Sequence[Mapping[str, Any]], diffs: Sequence[Mapping[st
     centres = (np.arange(buckets) + 0.5) / buckets
     fig = Figure(figsize=(11, 4.2))
     left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    out = []
+    out, colours = [], {}
     for r in rows:
         mean = np.array([float(r[f"loss_b{k}_mean"]) for k in range(buckets)])
         std = np.array([float(r.get(f"loss_b{k}_std") or 0) for k in range(buckets)])
         line = left.plot(centres, mean, marker="o", ms=3, label=f"{r['label']} (n={r['n']})")
+        colours[r["label"]] = line[0].get_color()  # one colour per method in both panels
         left.fill_between(centres, mean - std, mean + std, alpha=0.15,
-                          color=line[0].get_color())
+                          color=colours[r["label"]])
         out += [{"label": r["label"], "t_over_T": c, "loss_mean": m, "loss_std": s}
                 for c, m, s in zip(centres, mean, std)]
     by_label: dict[str, dict[int, Mapping[str, Any]]] = {}
@@ -49,9 +50,10 @@ def plot_loss_by_t(rows: Sequence[Mapping[str, Any]], diffs: Sequence[Mapping[st
                              100 * (float(per[k]["ci_high"]) - float(per[k]["difference"]))]
                             for k in ks]).T * scale
             right.errorbar(centres[ks], rel, yerr=err, marker="o", ms=3, capsize=2,
-                           label=label)
+                           label=label, color=colours.get(label))
         else:
-            right.plot(centres[ks], rel, marker="o", ms=3, label=label)
+            right.plot(centres[ks], rel, marker="o", ms=3, label=label,
+                       color=colours.get(label))
     left.set_yscale("log")
     left.set_xlabel("t / T")
     left.set_ylabel("held-out ε-MSE (test set)")

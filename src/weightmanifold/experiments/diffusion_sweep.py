@@ -139,8 +139,8 @@ def run_diffusion_sweep(root: str | Path, *, scale: str = "cpu",
                         labels: Sequence[str] | None = None, data_dir: str | None = None,
                         threads: int | None = None, device: str | None = None,
                         progress: bool | None = None, log: Callable[[str], None] = print,
-                        figures: bool = True, overrides: dict[str, Any] | None = None
-                        ) -> list[dict[str, Any]]:
+                        figures: bool = True, overrides: dict[str, Any] | None = None,
+                        train: bool = True) -> list[dict[str, Any]]:
     """Run the diffusion preset into ``root`` (resuming what is there), then tabulate and plot.
 
     Args:
@@ -152,6 +152,8 @@ def run_diffusion_sweep(root: str | Path, *, scale: str = "cpu",
             candidates that ran).
         data_dir, threads, device: as in :class:`DiffusionConfig`.
         overrides: configuration keys applied to every run (tests: tiny budgets).
+        train: ``False`` tabulates and plots the runs that have finished, training
+            nothing (a partial sweep's tables while it runs).
 
     Returns:
         The rows of ``results.csv``.
@@ -178,33 +180,42 @@ def run_diffusion_sweep(root: str | Path, *, scale: str = "cpu",
     configs = {k: v.replace(**changes) for k, v in configs.items()}
     seeds = list(seeds) if seeds is not None else _SEEDS[scale]
     first = next(iter(configs.values()))
-    train, test = load_diffusion_data(first)
-    judge = load_or_train_classifier(root / "classifier.pt", train.name, train.images,
-                                     train.labels, test.images.float() / 255, test.labels,
-                                     classes=len(train.classes), progress=progress, log=log)
+    train_set, test_set = load_diffusion_data(first)
+    judge = load_or_train_classifier(root / "classifier.pt", train_set.name, train_set.images,
+                                     train_set.labels, test_set.images.float() / 255,
+                                     test_set.labels, classes=len(train_set.classes),
+                                     progress=progress, log=log)
 
-    def run(label: str, seed: int) -> dict[str, Any]:
+    def run(label: str, seed: int) -> dict[str, Any] | None:
+        if not train:
+            done = _summaries(root, label, [seed])
+            return done[0] if done else None
         c = configs[label].replace(seed=seed)
         log(f"diffusion/{label} seed {seed}")
-        return train_denoiser(c, root / label / f"seed_{seed}", train.images, test.images,
-                              judge=judge, progress=progress, log=log)
+        return train_denoiser(c, root / label / f"seed_{seed}", train_set.images,
+                              test_set.images, judge=judge, progress=progress, log=log)
 
-    stage1 = {label: run(label, seeds[0]) for label in configs}
+    firsts = {label: run(label, seeds[0]) for label in configs}
+    stage1 = {k: v for k, v in firsts.items() if v is not None}
     ran = [k for k in CANDIDATES if k in stage1]
     best = min(ran, key=lambda k: _val_loss(stage1[k])) if ran else None
     replicate = [k for k in (REFERENCE, "embedding-wide", best) if k in configs]
-    if best is not None:
+    if best is not None and train:
         log(f"best manifold by seed {seeds[0]}'s validation loss: {best}; replicated over "
             f"seeds {seeds}")
-    for label in replicate:
+    for label in replicate if train else ():
         for seed in seeds[1:]:
             run(label, seed)
     rows = _rows(root, configs, seeds)
     diffs = _differences(root, configs, seeds)
+    wanted = {k: len(seeds) if k in replicate else 1 for k in configs}
+    complete = best is not None and all(len(_summaries(root, k, seeds[:n])) == n
+                                        for k, n in wanted.items())
     atomic_write_csv(root / "results.csv", rows)
     atomic_write_csv(root / "differences.csv", diffs)
     atomic_write_json(root / "results.json", {
-        "preset": "diffusion", "scale": scale, "seeds": seeds, "best_manifold": best,
+        "preset": "diffusion", "scale": scale, "seeds": seeds, "complete": complete,
+        "best_manifold": best,
         "chosen_by": f"validation loss of seed {seeds[0]}",
         "classifier_test_accuracy": judge.test_accuracy, "rows": rows, "differences": diffs})
     atomic_write_bytes(root / "tables.md", markdown_tables(rows, diffs, best).encode())
