@@ -108,16 +108,7 @@ class RunConfig:
         Raises:
             ConfigError: naming the key and what is wrong with it.
         """
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if str(f.type).startswith("float") and isinstance(value, int) \
-                    and not isinstance(value, bool):
-                setattr(self, f.name, float(value))  # TOML's 1 for 1.0
-                value = float(value)
-            if not _type_ok(value, f.type):
-                raise ConfigError(
-                    f"config key {f.name!r} must be {f.type}, got {value!r} "
-                    f"({type(value).__name__})")
+        check_types(self)
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"config key 'optimizer': unknown {self.optimizer!r}; "
                               f"valid: {', '.join(OPTIMIZERS)}")
@@ -157,10 +148,7 @@ class RunConfig:
         Raises:
             ConfigError: for an unknown key (listing the valid ones) or a bad value.
         """
-        names = [f.name for f in fields(cls)]
-        unknown = [k for k in data if k not in names]
-        if unknown:
-            raise ConfigError(f"unknown config key(s) {unknown}; valid: {', '.join(names)}")
+        check_keys(cls, data)
         return cls(**data)
 
     @classmethod
@@ -187,6 +175,36 @@ class RunConfig:
     @classmethod
     def help(cls, name: str) -> str:
         return next(f.metadata["help"] for f in fields(cls) if f.name == name)
+
+
+def check_types(config: Any) -> None:
+    """Check every field of the dataclass ``config`` against its annotation, turning an
+    integer given for a float field into a float (TOML's 1 for 1.0).
+
+    Raises:
+        ConfigError: naming the key, the expected type and the value.
+    """
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if str(f.type).startswith("float") and isinstance(value, int) \
+                and not isinstance(value, bool):
+            value = float(value)
+            setattr(config, f.name, value)
+        if not _type_ok(value, f.type):
+            raise ConfigError(f"config key {f.name!r} must be {f.type}, got {value!r} "
+                              f"({type(value).__name__})")
+
+
+def check_keys(cls: type, data: dict[str, Any]) -> None:
+    """Refuse keys of ``data`` that are not fields of the dataclass ``cls``.
+
+    Raises:
+        ConfigError: listing the unknown keys and the valid ones.
+    """
+    names = [f.name for f in fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {unknown}; valid: {', '.join(names)}")
 
 
 def _type_ok(value: Any, annotation: str | type) -> bool:

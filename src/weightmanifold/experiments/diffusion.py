@@ -38,7 +38,7 @@ from torch import Tensor, nn
 import weightmanifold as wm
 
 from .checkpoint import atomic_write_csv, atomic_write_json, load_checkpoint, save_checkpoint
-from .config import ConfigError, _type_ok
+from .config import ConfigError, check_keys, check_types
 
 __all__ = ["EVAL_SEED", "METHODS", "SAMPLE_SEED", "Denoiser", "DiffusionConfig", "add_noise",
            "bucket_losses", "bucket_timesteps", "build_denoiser", "check_timesteps",
@@ -109,14 +109,7 @@ class DiffusionConfig:
         Raises:
             ConfigError: naming the key and what is wrong with it.
         """
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if str(f.type).startswith("float") and isinstance(value, int) \
-                    and not isinstance(value, bool):
-                value = float(value)
-                setattr(self, f.name, value)
-            if not _type_ok(value, f.type):
-                raise ConfigError(f"config key {f.name!r} must be {f.type}, got {value!r}")
+        check_types(self)
         if self.method not in METHODS:
             raise ConfigError(f"config key 'method': unknown {self.method!r}; valid: "
                               f"{', '.join(METHODS)}")
@@ -151,10 +144,7 @@ class DiffusionConfig:
         Raises:
             ConfigError: for an unknown key or a bad value.
         """
-        names = [f.name for f in fields(cls)]
-        unknown = [k for k in data if k not in names]
-        if unknown:
-            raise ConfigError(f"unknown config key(s) {unknown}; valid: {', '.join(names)}")
+        check_keys(cls, data)
         return cls(**data)
 
     def replace(self, **changes: Any) -> DiffusionConfig:
