@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -37,7 +38,13 @@ from torch import Tensor, nn
 
 import weightmanifold as wm
 
-from .checkpoint import atomic_write_csv, atomic_write_json, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    atomic_write_csv,
+    atomic_write_json,
+    load_checkpoint,
+    save_checkpoint,
+)
 from .config import ConfigError, check_keys, check_types
 
 __all__ = ["EVAL_SEED", "METHODS", "SAMPLE_SEED", "Denoiser", "DiffusionConfig", "add_noise",
@@ -453,8 +460,6 @@ def train_denoiser(config: DiffusionConfig, out_dir: str | Path, train_images: T
     out = Path(out_dir)
     summary_path = out / "summary.json"
     if summary_path.exists():
-        import json
-
         with open(summary_path) as f:
             done = json.load(f)
         if done.get("config") == config.to_dict() and done.get("status") == "completed":
@@ -478,8 +483,6 @@ def train_denoiser(config: DiffusionConfig, out_dir: str | Path, train_images: T
     if ckpt.exists():
         state = load_checkpoint(ckpt)
         if state["config"] != config.to_dict():
-            from .checkpoint import CheckpointError
-
             raise CheckpointError(f"{ckpt} belongs to another configuration; use another "
                                   "directory or delete it")
         model.load_state_dict(state["model"])

@@ -44,7 +44,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import atomic_write_bytes, atomic_write_csv, atomic_write_json
+from .checkpoint import atomic_write_bytes, atomic_write_csv, atomic_write_json, load_checkpoint
 from .diffusion import DiffusionConfig, build_denoiser, load_diffusion_data, train_denoiser
 
 __all__ = ["REFERENCE", "methods", "run_diffusion_sweep", "scale_config"]
@@ -180,20 +180,26 @@ def run_diffusion_sweep(root: str | Path, *, scale: str = "cpu",
     configs = {k: v.replace(**changes) for k, v in configs.items()}
     seeds = list(seeds) if seeds is not None else _SEEDS[scale]
     first = next(iter(configs.values()))
-    train_set, test_set = load_diffusion_data(first)
-    judge = load_or_train_classifier(root / "classifier.pt", train_set.name, train_set.images,
-                                     train_set.labels, test_set.images.float() / 255,
-                                     test_set.labels, classes=len(train_set.classes),
-                                     progress=progress, log=log)
+    if train:
+        train_set, test_set = load_diffusion_data(first)
+        judge = load_or_train_classifier(
+            root / "classifier.pt", train_set.name, train_set.images, train_set.labels,
+            test_set.images.float() / 255, test_set.labels, classes=len(train_set.classes),
+            progress=progress, log=log)
+        accuracy: float | None = judge.test_accuracy
 
-    def run(label: str, seed: int) -> dict[str, Any] | None:
-        if not train:
+        def run(label: str, seed: int) -> dict[str, Any] | None:
+            c = configs[label].replace(seed=seed)
+            log(f"diffusion/{label} seed {seed}")
+            return train_denoiser(c, root / label / f"seed_{seed}", train_set.images,
+                                  test_set.images, judge=judge, progress=progress, log=log)
+    else:  # tabulate what has finished: no data, no classifier training
+        cache = root / "classifier.pt"
+        accuracy = load_checkpoint(cache)["test_accuracy"] if cache.exists() else None
+
+        def run(label: str, seed: int) -> dict[str, Any] | None:
             done = _summaries(root, label, [seed])
             return done[0] if done else None
-        c = configs[label].replace(seed=seed)
-        log(f"diffusion/{label} seed {seed}")
-        return train_denoiser(c, root / label / f"seed_{seed}", train_set.images,
-                              test_set.images, judge=judge, progress=progress, log=log)
 
     firsts = {label: run(label, seeds[0]) for label in configs}
     stage1 = {k: v for k, v in firsts.items() if v is not None}
@@ -217,7 +223,7 @@ def run_diffusion_sweep(root: str | Path, *, scale: str = "cpu",
         "preset": "diffusion", "scale": scale, "seeds": seeds, "complete": complete,
         "best_manifold": best,
         "chosen_by": f"validation loss of seed {seeds[0]}",
-        "classifier_test_accuracy": judge.test_accuracy, "rows": rows, "differences": diffs})
+        "classifier_test_accuracy": accuracy, "rows": rows, "differences": diffs})
     atomic_write_bytes(root / "tables.md", markdown_tables(rows, diffs, best).encode())
     if figures:
         from .diffusion_figures import plot_loss_by_t, plot_samples
