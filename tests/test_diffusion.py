@@ -266,6 +266,27 @@ def test_training_resumes_exactly_after_a_kill(tmp_path):
     assert straight["final"]["loss"] > 0 and len(straight["final"]) == 11  # loss + 10 buckets
 
 
+def test_archived_run_is_not_retrained(tmp_path):
+    """A finished run archived without its checkpoint, restored on a fresh machine with
+    another thread count, is recognised and not trained again."""
+    import shutil
+
+    from weightmanifold.experiments.archive import archive_sweep
+
+    config = tiny("manifold", manifold="line", steps=3)
+    first = train_denoiser(config, tmp_path / "runs" / "line", images(), images("test"),
+                           progress=False, log=lambda _: None)
+    archive_sweep(tmp_path / "runs", tmp_path / "docs")
+    assert not (tmp_path / "docs" / "line" / "checkpoint.pt").exists()
+    assert (tmp_path / "docs" / "line" / "samples.pt").exists()
+    shutil.rmtree(tmp_path / "runs")
+    shutil.copytree(tmp_path / "docs", tmp_path / "runs")
+    again = train_denoiser(config.replace(threads=1), tmp_path / "runs" / "line", images(),
+                           images("test"), progress=False, log=lambda _: None)
+    assert again == first
+    assert not (tmp_path / "runs" / "line" / "checkpoint.pt").exists()
+
+
 def test_sweep_runs_end_to_end_and_resumes(tmp_path):
     from weightmanifold.experiments.diffusion_sweep import run_diffusion_sweep
 

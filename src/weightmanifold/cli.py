@@ -204,6 +204,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_archive(args: argparse.Namespace) -> int:
+    from .experiments.archive import archive_sweep
+
+    left_out = archive_sweep(args.sweep_dir, args.dest, max_bytes=args.max_bytes)
+    print(f"archived {args.sweep_dir} into {args.dest}")
+    for rel in left_out:
+        print(f"left out (over {args.max_bytes} bytes): {rel}", file=sys.stderr)
+    return 0
+
+
 def _add_run_options(p: argparse.ArgumentParser, runs_dir_help: str) -> None:
     """Options shared by the commands that train."""
     p.add_argument("--runs-dir", type=str, default="runs", help=runs_dir_help)
@@ -295,6 +305,22 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("run_dir", help="a run directory, a multi-seed root or a sweep directory")
     p.set_defaults(func=_cmd_plot)
+
+    p = sub.add_parser(
+        "archive", help="copy a sweep's tables, figures and finished runs' records (no "
+                        "checkpoints) to a directory that is committed",
+        description="Copy every file of SWEEP_DIR to the same place under DEST except "
+                    "checkpoints and files over --max-bytes: results, figures, and each run's "
+                    "summary.json, config.json and metric tables. A sweep run again with "
+                    "DEST copied back (cp -r DEST runs/<preset>) retrains no finished run: "
+                    "a run counts as finished when its summary.json is completed with the "
+                    "same configuration, whatever its --threads and --data-dir.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("sweep_dir", help="the sweep directory, e.g. runs/diffusion")
+    p.add_argument("dest", help="where the records go, e.g. docs/results/diffusion")
+    p.add_argument("--max-bytes", type=int, default=1 << 20,
+                   help="leave out (and name) files larger than this")
+    p.set_defaults(func=_cmd_archive)
 
     p = sub.add_parser(
         "demo", help="rotated Fashion-MNIST with sparse angles: ellipse vs baselines",

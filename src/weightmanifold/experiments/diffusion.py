@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -38,6 +37,7 @@ from torch import Tensor, nn
 
 import weightmanifold as wm
 
+from .archive import finished_summary, same_run
 from .checkpoint import (
     CheckpointError,
     atomic_write_csv,
@@ -458,12 +458,9 @@ def train_denoiser(config: DiffusionConfig, out_dir: str | Path, train_images: T
     from .runtime import progress_bar
 
     out = Path(out_dir)
-    summary_path = out / "summary.json"
-    if summary_path.exists():
-        with open(summary_path) as f:
-            done = json.load(f)
-        if done.get("config") == config.to_dict() and done.get("status") == "completed":
-            return done
+    done = finished_summary(out, config.to_dict())
+    if done is not None:
+        return done
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     n_val = config.validation
@@ -482,7 +479,7 @@ def train_denoiser(config: DiffusionConfig, out_dir: str | Path, train_images: T
     ckpt = out / "checkpoint.pt"
     if ckpt.exists():
         state = load_checkpoint(ckpt)
-        if state["config"] != config.to_dict():
+        if not same_run(state["config"], config.to_dict()):
             raise CheckpointError(f"{ckpt} belongs to another configuration; use another "
                                   "directory or delete it")
         model.load_state_dict(state["model"])
@@ -555,5 +552,5 @@ def train_denoiser(config: DiffusionConfig, out_dir: str | Path, train_images: T
                "train_flops_per_example": training_flops_per_example(
                    model, x_all[:config.batch_size].to(device), config.timesteps),
                "wall_time_s": wall, "history": history, "final": final}
-    atomic_write_json(summary_path, summary)
+    atomic_write_json(out / "summary.json", summary)
     return summary

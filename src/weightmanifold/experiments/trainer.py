@@ -50,6 +50,7 @@ from torch import Tensor, nn
 
 import weightmanifold as wm
 
+from .archive import finished_summary
 from .checkpoint import (
     CheckpointError,
     atomic_write_csv,
@@ -73,7 +74,8 @@ __all__ = [
 
 #: fields that may differ between a run and its resumption (they do not change results,
 #: or they extend the run)
-RESUMABLE_CHANGES = ("threads", "device", "checkpoint_every", "epochs", "max_steps", "name")
+RESUMABLE_CHANGES = ("threads", "data_dir", "device", "checkpoint_every", "epochs", "max_steps",
+                     "name")
 SUBSET_SEED = 12345
 VAL_SEED = 54321
 
@@ -519,7 +521,15 @@ class Trainer:
 
 
 def train(config: RunConfig, out_dir: str | Path, **kwargs: Any) -> dict[str, Any]:
-    """Train (or resume) one run; see :class:`Trainer`."""
+    """Train (or resume) one run; see :class:`Trainer`.
+
+    A run directory whose ``summary.json`` records this configuration as completed
+    (:func:`~weightmanifold.experiments.archive.finished_summary`; an archived run
+    has no checkpoint) is not trained again: its summary is returned.
+    """
+    done = finished_summary(out_dir, config.to_dict())
+    if done is not None:
+        return done
     return Trainer(config, out_dir, **kwargs).run()
 
 

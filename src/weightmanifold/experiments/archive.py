@@ -1,0 +1,123 @@
+"""Finished runs as small records that survive the machine: archive a sweep, recognise its runs.
+
+A sweep directory (``runs/<preset>/``) holds checkpoints of tens of megabytes
+per run, and ``runs/`` is not committed. What a sweep needs to tabulate a
+finished run, and to skip it when the sweep is run again, is small: its
+``summary.json`` (status, final metrics and the configuration), ``config.json``
+and its metric tables. :func:`archive_sweep` copies exactly those files (and
+the sweep's own tables and figures) into a directory that *is* committed,
+``docs/results/<preset>/``, with the sweep's layout, so that on a fresh clone::
+
+    mkdir -p runs && cp -r docs/results/<preset> runs/<preset>
+    weightmanifold sweep <preset> ...
+
+retrains nothing that finished and resumes with what did not.
+
+A run counts as finished when its summary says ``completed`` and its
+configuration equals the one asked for, up to :data:`PLACEMENT_KEYS` — where the
+data lives and how many CPU threads ran it, which do not change what is
+computed (:func:`same_run`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ARCHIVE_MAX_BYTES", "PLACEMENT_KEYS", "archive_sweep", "finished_summary",
+           "same_run"]
+
+#: configuration keys that say where and with how many threads a run ran, not what it
+#: computed: two runs that differ only in them are the same run
+PLACEMENT_KEYS = frozenset({"data_dir", "threads"})
+#: the largest file :func:`archive_sweep` copies (checkpoints are never copied)
+ARCHIVE_MAX_BYTES = 1 << 20
+_NEVER = ("checkpoint.pt", "snapshots.pt")
+
+
+def same_run(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two run configurations (``to_dict()``) compute the same run.
+
+    Examples:
+        >>> same_run({"lr": 0.1, "threads": 2}, {"lr": 0.1, "threads": None})
+        True
+        >>> same_run({"lr": 0.1}, {"lr": 0.2})
+        False
+    """
+    keys = (set(a) | set(b)) - PLACEMENT_KEYS
+    return all(a.get(k) == b.get(k) for k in keys)
+
+
+def finished_summary(run_dir: str | Path, config: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The summary of the completed run in ``run_dir`` of ``config``, or ``None``.
+
+    ``None`` when there is no readable ``summary.json``, when it is not
+    ``completed``, or when it records another configuration (:func:`same_run`).
+    """
+    path = Path(run_dir) / "summary.json"
+    try:
+        with open(path) as f:
+            done = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if done.get("status") != "completed" or not isinstance(done.get("config"), dict):
+        return None
+    return done if same_run(done["config"], config) else None
+
+
+def archive_sweep(source: str | Path, dest: str | Path, *,
+                  max_bytes: int = ARCHIVE_MAX_BYTES) -> list[str]:
+    """Copy a sweep's tables, figures and its runs' small records from ``source`` to ``dest``.
+
+    Every file below ``source`` is copied to the same relative path below
+    ``dest``, except checkpoints (``checkpoints/``, ``checkpoint.pt``,
+    ``snapshots.pt``), hidden and temporary files, and files larger than
+    ``max_bytes``. Files already in ``dest`` are overwritten; nothing in
+    ``dest`` is deleted.
+
+    Args:
+        source: the sweep directory (``runs/<preset>``).
+        dest: the committed copy (``docs/results/<preset>``).
+        max_bytes: the largest file copied.
+
+    Returns:
+        The relative paths that were left out (too large), for the caller to report.
+
+    Raises:
+        FileNotFoundError: if ``source`` is not a directory.
+        ValueError: if ``dest`` is ``source`` or inside it.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> src = pathlib.Path(tempfile.mkdtemp())
+        >>> (src / "a" / "seed_0" / "checkpoints").mkdir(parents=True)
+        >>> _ = (src / "a" / "seed_0" / "summary.json").write_text("{}")
+        >>> _ = (src / "a" / "seed_0" / "checkpoints" / "last.pt").write_text("x")
+        >>> dest = pathlib.Path(tempfile.mkdtemp())
+        >>> archive_sweep(src, dest)
+        []
+        >>> sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
+        ['a/seed_0/summary.json']
+    """
+    source, dest = Path(source).resolve(), Path(dest).resolve()
+    if not source.is_dir():
+        raise FileNotFoundError(f"{source} is not a sweep directory")
+    if dest == source or source in dest.parents:
+        raise ValueError(f"the archive {dest} must lie outside the sweep directory {source}")
+    left_out = []
+    for path in sorted(source.rglob("*")):
+        rel = path.relative_to(source)
+        if not path.is_file() or path.is_symlink() or "checkpoints" in rel.parts \
+                or path.name in _NEVER or any(p.startswith(".") for p in rel.parts) \
+                or path.suffix == ".tmp":
+            continue
+        if path.stat().st_size > max_bytes:
+            left_out.append(str(rel))
+            continue
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+    return left_out

@@ -1,0 +1,109 @@
+"""Archived sweeps: finished runs' records survive without checkpoints and are not retrained."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from weightmanifold.cli import main
+from weightmanifold.experiments.archive import archive_sweep, finished_summary, same_run
+from weightmanifold.experiments.config import RunConfig
+from weightmanifold.experiments.trainer import load_run_data, train
+
+TINY = {"dataset": "synthetic", "widths": [4, 8, 8], "hidden": 16, "batch_size": 32,
+        "epochs": 1, "lr": 0.05, "threads": 1, "checkpoint_every": 3,
+        "task_options": {"train_fraction": 0.25, "bins": 8}}
+
+
+def quiet() -> dict:
+    return {"progress": False, "log": lambda msg: None}
+
+
+def write_summary(run: Path, status: str = "completed", **config) -> None:
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "summary.json").write_text(json.dumps({"status": status, "config": config,
+                                                  "final": {"x": 1}}))
+
+
+def test_same_run_ignores_only_placement():
+    assert same_run({"lr": 0.1, "threads": 2, "data_dir": "/a"},
+                    {"lr": 0.1, "threads": None, "data_dir": None})
+    assert same_run({"lr": 0.1}, {"lr": 0.1, "threads": 4})
+    assert not same_run({"lr": 0.1, "seed": 0}, {"lr": 0.1, "seed": 1})
+    assert not same_run({"lr": 0.1}, {"lr": 0.1, "epochs": 3})  # a key on one side only
+
+
+def test_finished_summary(tmp_path):
+    assert finished_summary(tmp_path / "none", {"lr": 0.1}) is None
+    write_summary(tmp_path / "a", lr=0.1, threads=2)
+    assert finished_summary(tmp_path / "a", {"lr": 0.1, "threads": None})["final"] == {"x": 1}
+    assert finished_summary(tmp_path / "a", {"lr": 0.2, "threads": 2}) is None
+    write_summary(tmp_path / "b", status="diverged", lr=0.1)
+    assert finished_summary(tmp_path / "b", {"lr": 0.1}) is None
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "summary.json").write_text("{not json")
+    assert finished_summary(tmp_path / "c", {"lr": 0.1}) is None
+
+
+def test_archive_copies_records_not_checkpoints(tmp_path):
+    src, dest = tmp_path / "runs" / "preset", tmp_path / "docs" / "preset"
+    run = src / "ellipse" / "seed_0"
+    write_summary(run, lr=0.1)
+    (run / "metrics.csv").write_text("epoch\n1\n")
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.pt").write_bytes(b"x" * 10)
+    (run / "snapshots.pt").write_bytes(b"x")
+    (src / "diffusion" / "checkpoint.pt").parent.mkdir(parents=True)
+    (src / "diffusion" / "checkpoint.pt").write_bytes(b"x")
+    (src / "results.csv").write_text("a\n")
+    (src / ".results.csv.123.tmp").write_text("partial")
+    (src / "big.png").write_bytes(b"x" * 100)
+    left_out = archive_sweep(src, dest, max_bytes=90)
+    assert left_out == ["big.png"]
+    files = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
+    assert files == ["ellipse/seed_0/metrics.csv", "ellipse/seed_0/summary.json",
+                     "results.csv"]
+
+
+def test_archive_refuses_bad_places(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a sweep directory"):
+        archive_sweep(tmp_path / "missing", tmp_path / "dest")
+    (tmp_path / "sweep").mkdir()
+    with pytest.raises(ValueError, match="outside the sweep directory"):
+        archive_sweep(tmp_path / "sweep", tmp_path / "sweep" / "docs")
+    with pytest.raises(ValueError, match="outside the sweep directory"):
+        archive_sweep(tmp_path / "sweep", tmp_path / "sweep")
+
+
+def test_archived_run_is_not_retrained(tmp_path):
+    """Train, archive, lose the machine (the sweep directory), restore: nothing retrains."""
+    config = RunConfig.from_dict(TINY)
+    data = load_run_data(config)
+    first = train(config, tmp_path / "runs" / "a" / "seed_0", data=data, **quiet())
+    assert (tmp_path / "runs" / "a" / "seed_0" / "checkpoints" / "last.pt").exists()
+    assert main(["archive", str(tmp_path / "runs"), str(tmp_path / "docs")]) == 0
+    shutil.rmtree(tmp_path / "runs")
+    shutil.copytree(tmp_path / "docs", tmp_path / "runs")
+    # another thread count and data directory: still the same run
+    again = train(config.replace(threads=2), tmp_path / "runs" / "a" / "seed_0", data=data,
+                  **quiet())
+    assert again["final"] == first["final"]
+    assert not (tmp_path / "runs" / "a" / "seed_0" / "checkpoints").exists()
+    # another learning rate is another run: it trains
+    other = train(config.replace(lr=0.01), tmp_path / "runs" / "b" / "seed_0", data=data,
+                  **quiet())
+    assert other["final"] != first["final"]
+
+
+def test_cli_archive_names_what_it_left_out(tmp_path, capsys):
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "huge.csv").write_bytes(b"x" * 20)
+    assert main(["archive", str(tmp_path / "sweep"), str(tmp_path / "dest"),
+                 "--max-bytes", "10"]) == 0
+    assert "left out (over 10 bytes): huge.csv" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as err:
+        main(["archive", str(tmp_path / "nothing"), str(tmp_path / "dest")])
+    assert err.value.code == 2
