@@ -28,7 +28,9 @@ as the median step time and its ratio to the plain network in the same rounds:
 * ``bspline4`` / ``bspline12``: a clamped cubic B-spline with ``n = 4`` / ``12``
   (``init="independent"``), one condition per example, ``Preconditioned`` SGD;
   at ``n = 12`` the batch is grouped by window of ``p + 1 = 4`` non-zero
-  coefficients (eager), ``bspline12-basis`` forces the basis path on all 12;
+  coefficients (eager), ``bspline12-basis`` forces the basis path on all 12,
+  ``bspline12-window`` keeps the dense layer off the banded path (per window
+  or the basis path, as before it existed);
 * ``precondition``: the metric preconditioning alone (part of the ellipse step);
   ``precondition-r8``: the low-rank block preconditioning alone (part of the
   ``ellipse-r8`` step);
@@ -122,6 +124,10 @@ class Setup:
             opt = wm.Preconditioned(self.sgd(model), model)
             self.parameters[name] = sum(p.numel() for p in model.parameters())
             local = None if not name.endswith("-basis") else False
+            if name.endswith("-window"):  # dense layers per window, as before the banded path
+                for m in model.modules():
+                    if isinstance(m, wm.layers.ManifoldOp):
+                        m._banded = False
             return self.step(model, opt,
                              lambda: model(x, s=wm.condition(model, s, local=local)))
         if name.startswith("ellipse-r"):
@@ -226,6 +232,7 @@ def _no_grad(net: nn.Module, x: torch.Tensor) -> None:
 
 VARIANTS = ["plain", "ellipse", "ellipse-output-mix", "line", "ellipse-r4", "ellipse-r8",
             "ellipse-r16", "ellipse-r8-joint", "bspline4", "bspline12", "bspline12-basis",
+            "bspline12-window",
             "plain-compiled", "ellipse-compiled",
             "per-example-vmap", "per-example-loop", "condconv", "precondition",
             "precondition-r8", "plain-inference", "at-inference"]
@@ -324,7 +331,7 @@ def main() -> None:
         print(f"low-rank preconditioning is {100 * share:.2f} % of an ellipse-r8 step")
         results["precondition_share_of_ellipse_r8_step"] = share
     if "bspline4" in med:
-        for other in ("bspline12", "bspline12-basis"):
+        for other in ("bspline12", "bspline12-basis", "bspline12-window"):
             if other in med:
                 share = med[other] / med["bspline4"]
                 print(f"{other} step is {share:.2f}x the bspline4 step")

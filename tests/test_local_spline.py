@@ -159,11 +159,106 @@ def test_low_rank_layers_ignore_windows():
                           atol=1e-12)
 
 
-def test_a_wide_dense_layer_at_small_batch_stays_on_the_basis_path():
+def test_path_costs_choose_banded_for_wide_dense_layers_and_windows_for_convolutions():
     """Per window, every window's basis tensors are gathered and their gradients scattered:
-    for a 2048 -> 512 dense layer on 128 examples that weight traffic exceeds the saving."""
+    for a 2048 -> 512 dense layer on 128 examples that weight traffic exceeds the saving,
+    and the banded path (each basis tensor read once) is taken instead."""
     layer = wm.ManifoldLinear(wm.BSpline(12, degree=3), 2048, 512)
-    s = torch.rand(128)
-    windows = wm.condition(layer, s).windows[0]
-    assert not layer._local_pays(torch.zeros(128, 2048), windows, 0)
-    assert layer._local_pays(torch.zeros(128, 64, 2048), windows, 0)  # 64 positions each
+    windows = wm.condition(layer, torch.rand(128)).windows[0]
+    assert layer._local_path(torch.zeros(128, 2048), windows, 0) == "banded"
+    conv = wm.ManifoldConv2d(wm.BSpline(12, degree=3), 16, 16, 3)
+    assert conv._local_path(torch.zeros(128, 16, 16, 16), windows, 0) == "window"
+    big = wm.ManifoldConv2d(wm.BSpline(12, degree=3), 512, 512, 3)  # weight-bound at 1 x 1
+    assert big._local_path(torch.zeros(128, 512, 1, 1), windows, 0) == "basis"
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(2, 14), p=st.integers(0, 4), periodic=st.booleans(), seed=st.integers(0, 99))
+def test_spans_hold_every_example_in_exactly_its_window(n, p, periodic, seed):
+    if n < p + 2:
+        return
+    torch.manual_seed(seed)
+    m = wm.BSpline(n, degree=p, periodic=periodic)
+    a = m.coefficients(knots_and_ends(m, 40))
+    w = Windows.of(a, m.window, periodic)
+    held = torch.zeros(40, n, dtype=torch.bool)  # in sorted order
+    for k, runs in enumerate(w.spans):
+        for lo, hi in runs:
+            assert 0 <= lo < hi <= 40
+            held[lo:hi, k] = True
+    assert (held.sum(1) == m.window).all()
+    assert (a[w.order].abs() * ~held).max() == 0  # nothing non-zero outside the spans
+
+
+@pytest.mark.parametrize("manifold", [wm.BSpline(12, degree=3), wm.BSpline(9, degree=2,
+                                                                            periodic=True),
+                                      wm.BSpline(5, degree=0)], ids=repr)
+def test_banded_path_equals_the_basis_path_and_the_reference(manifold):
+    """Forced onto the banded path, dense layers (nn.Linear and transformers' Conv1D layout)
+    give the basis path's outputs and gradients, s included, and wm.at's per example."""
+    torch.manual_seed(5)
+    net = nn.Sequential(nn.Linear(6, 9), nn.Tanh(), nn.Linear(9, 4, bias=False))
+    model = wm.manifoldify(net, manifold, init="independent")
+    taken = []
+    for layer in model.modules():
+        if isinstance(layer, wm.ManifoldLinear):
+            layer._local_path = lambda *args, _t=taken: _t.append(1) or "banded"
+    x = torch.randn(30, 3, 6)  # a further leading axis: 3 positions per example
+    s = knots_and_ends(manifold, 30).requires_grad_(True)
+    y = model(x, s=s)
+    assert len(taken) == 2
+    y_basis = model(x, s=wm.condition(model, s, local=False))
+    assert torch.allclose(y, y_basis, atol=1e-12)
+    ref = torch.cat([wm.at(model, s[i].detach())(x[i:i + 1]) for i in range(len(x))])
+    assert torch.allclose(y, ref, atol=1e-10)
+    params = [s, *model.parameters()]
+    g = torch.autograd.grad(y.pow(2).sum(), params, allow_unused=True)
+    g_basis = torch.autograd.grad(y_basis.pow(2).sum(), params, allow_unused=True)
+    for u, v in zip(g, g_basis, strict=True):  # degree 0: piecewise constant in s
+        assert (u is None and v is None) or torch.allclose(u, v, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["linear", "transposed"])
+def test_banded_path_gradcheck_and_basis_equality(kind):
+    """gradcheck of the banded op in x, s, the basis and the bias (its own backward), for
+    nn.Linear's layout and transformers' Conv1D layout ([n, in, out])."""
+    from weightmanifold.layers.transposed_linear import ManifoldTransposedLinear
+
+    torch.manual_seed(6)
+    manifold = wm.BSpline(7, degree=2)
+    cls = wm.ManifoldLinear if kind == "linear" else ManifoldTransposedLinear
+    layer = cls(manifold, 3, 2)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.normal_()
+    layer._local_path = lambda *args: "banded"
+    x = torch.randn(9, 2, 3, requires_grad=True)
+    s = torch.rand(9, requires_grad=True)
+
+    def f(x, s, w, b, local=None):
+        cond = wm.condition(layer, s, local=local)
+        return torch.func.functional_call(layer, {"weight": w, "bias": b}, (x, cond))
+
+    assert torch.autograd.gradcheck(f, (x, s, layer.weight, layer.bias))
+    assert torch.allclose(f(x, s, layer.weight, layer.bias),
+                          f(x, s, layer.weight, layer.bias, local=False), atol=1e-12)
+
+
+def test_banded_path_costs_a_window_of_basis_tensors():
+    """Counted FLOPs of a dense layer on the banded path: a 12-point cubic spline does the
+    arithmetic of 4 basis tensors."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x, s = torch.randn(128, 256), torch.rand(128)
+
+    def flops(n, local=None):
+        layer = wm.ManifoldLinear(wm.BSpline(n, degree=3), 256, 128)
+        if n > 4 and local is None:
+            layer._local_path = lambda *args: "banded"
+        with FlopCounterMode(display=False) as counter:
+            layer(x, wm.condition(layer, s, local=local)).sum().backward()
+        return counter.get_total_flops()
+
+    four = flops(4)  # one window: the basis path, which also counts its mixing product
+    assert four * 0.99 < flops(12) <= four
+    assert flops(12, local=False) > 2.9 * four

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -141,6 +142,30 @@ class Windows:
     def indices(self, u: int) -> list[int]:
         """The basis indices of window ``u`` (of :attr:`starts`)."""
         return [(self.starts[u] + o) % self.n for o in range(self.width)]
+
+    @cached_property
+    def spans(self) -> tuple[tuple[tuple[int, int], ...], ...]:
+        """For each basis index ``k``, the runs ``(lo, hi)`` of positions in :attr:`order`
+        whose window holds ``k`` (Python ints; one run, two where a periodic window wraps).
+
+        Every example lies in the runs of exactly :attr:`width` basis indices.
+        """
+        bounds, lo = [], 0
+        for c in self.counts:
+            bounds.append((lo, lo + c))
+            lo += c
+        out = []
+        for k in range(self.n):
+            runs: list[tuple[int, int]] = []
+            for u, start in enumerate(self.starts):
+                if (k - start) % self.n < self.width:
+                    a, b = bounds[u]
+                    if runs and runs[-1][1] == a:
+                        runs[-1] = (runs[-1][0], b)
+                    else:
+                        runs.append((a, b))
+            out.append(tuple(runs))
+        return tuple(out)
 
 
 @dataclass(frozen=True)

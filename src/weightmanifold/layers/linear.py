@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from ..topology import Manifold
 from .linear_op import ManifoldOp
 
-__all__ = ["ManifoldLinear", "linear_basis"]
+__all__ = ["ManifoldLinear", "linear_banded", "linear_basis"]
+
+#: for each basis index, the runs ``(lo, hi)`` of a window-sorted batch whose window holds it
+Spans = tuple[tuple[tuple[int, int], ...], ...]
 
 
 def linear_basis(x: Tensor, weight: Tensor, bias: Tensor | None, a: Tensor, bd: int,
@@ -36,6 +41,91 @@ def linear_basis(x: Tensor, weight: Tensor, bias: Tensor | None, a: Tensor, bd: 
     if bias is not None:
         y = y + (a @ bias)[:, None, :]
     return y.reshape(b, *mid, out).movedim(0, bd)
+
+
+class _BandedLinear(torch.autograd.Function):
+    """:func:`linear_banded` with a backward pass that writes every basis tensor's
+    gradient into one buffer (autograd through ``unbind`` would stack ``n`` copies)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, coef: Tensor, weight: Tensor, bias: Tensor | None,
+                spans: Spans, transposed: bool) -> Tensor:
+        b, m, inp = x.shape
+        out = weight.shape[2] if transposed else weight.shape[1]
+        y = x.new_zeros(b, m, out)
+        for k, runs in enumerate(spans):
+            wk = weight[k] if transposed else weight[k].t()  # [in, out]
+            for lo, hi in runs:
+                z = x[lo:hi].reshape(-1, inp) @ wk
+                if bias is not None:
+                    z += bias[k]
+                y[lo:hi] += coef[lo:hi, k, None, None] * z.view(hi - lo, m, out)
+        ctx.save_for_backward(x, coef, weight, bias)
+        ctx.spans, ctx.transposed = spans, transposed
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, gy: Tensor) -> tuple[Tensor | None, ...]:
+        x, coef, weight, bias = ctx.saved_tensors
+        spans, transposed = ctx.spans, ctx.transposed
+        need_x, need_coef, need_w, need_b = ctx.needs_input_grad[:4]
+        _, m, inp = x.shape
+        out = gy.shape[-1]
+        gx = torch.zeros_like(x) if need_x else None
+        gcoef = torch.zeros_like(coef) if need_coef else None
+        gw = torch.empty_like(weight) if need_w else None
+        gb = torch.zeros_like(bias) if need_b and bias is not None else None
+        for k, runs in enumerate(spans):
+            wk = weight[k] if transposed else weight[k].t()  # [in, out]
+            first = True
+            for lo, hi in runs:
+                g = (gy[lo:hi] * coef[lo:hi, k, None, None]).reshape(-1, out)
+                xk = x[lo:hi].reshape(-1, inp)
+                if gx is not None:
+                    gx[lo:hi] += (g @ wk.t()).view(hi - lo, m, inp)
+                if gw is not None:  # [out, in], or [in, out] when transposed
+                    left, right = (xk.t(), g) if transposed else (g.t(), xk)
+                    if first:
+                        torch.mm(left, right, out=gw[k])
+                    else:
+                        gw[k].addmm_(left, right)
+                if gb is not None:
+                    gb[k] += g.sum(0)
+                if gcoef is not None:  # recomputed: training never differentiates in s
+                    z = xk @ wk
+                    if bias is not None:
+                        z += bias[k]
+                    gcoef[lo:hi, k] = (gy[lo:hi].reshape(-1, out) * z).view(
+                        hi - lo, -1).sum(1)
+                first = False
+            if gw is not None and first:  # no example holds k
+                gw[k].zero_()
+        return gx, gcoef, gw, gb, None, None
+
+
+def linear_banded(x: Tensor, coef: Tensor, weight: Tensor, bias: Tensor | None, spans: Spans,
+                  bd: int, transposed: bool = False) -> Tensor:
+    """:math:`y_i = \\sum_k a_k(s_i) (W_k x_i + b_k)` on a batch sorted by window.
+
+    One product per basis tensor ``k``, on the runs of examples whose window holds
+    it (``spans[k]``; :attr:`~weightmanifold.layers.conditioning.Windows.spans`):
+    ``p + 1`` products per example, every basis tensor read once and its gradient
+    written once.
+
+    Args:
+        x: the input, batch along ``bd``, sorted by window.
+        coef: the coefficients ``[B, n]`` in the same order.
+        weight: the basis ``[n, out, in]`` (``[n, in, out]`` when ``transposed``).
+        bias: ``[n, out]`` or ``None``.
+        spans: per basis index, the runs ``(lo, hi)`` of examples.
+        bd: the batch axis.
+        transposed: the layout of ``transformers``' ``Conv1D``.
+    """
+    x0 = x.movedim(bd, 0)
+    b, mid, inp = x0.shape[0], x0.shape[1:-1], x0.shape[-1]
+    y = _BandedLinear.apply(x0.reshape(b, -1, inp), coef, weight, bias, spans, transposed)
+    return y.reshape(b, *mid, y.shape[-1]).movedim(0, bd)
 
 
 class ManifoldLinear(ManifoldOp):
@@ -86,12 +176,17 @@ class ManifoldLinear(ManifoldOp):
         else:
             self.register_parameter("bias", None)
 
+    _banded = True  # B-spline batches: one product per basis tensor on its examples
+
     def _plain(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         return F.linear(x, weight, bias)
 
     def _basis_op(self, x: Tensor, weight: Tensor, bias: Tensor | None, a: Tensor,
                   bd: int) -> Tensor:
         return linear_basis(x, weight, bias, a, bd, self._mix_inputs)
+
+    def _banded_op(self, x: Tensor, coef: Tensor, spans: Spans, bd: int) -> Tensor:
+        return linear_banded(x, coef, self.weight, self.bias, spans, bd)
 
     def _make_plain(self) -> nn.Linear:
         return nn.Linear(self.in_features, self.out_features, self.bias is not None,

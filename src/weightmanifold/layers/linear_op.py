@@ -18,7 +18,10 @@ shapes and from what the caller asked for — never from the values of ``s``:
 * **local** — a manifold with local support (B-splines: ``p + 1`` non-zero
   coefficients at any ``s``) whose examples the conditioning grouped by window
   (:class:`~weightmanifold.layers.conditioning.Windows`, eager, automatic):
-  the basis path below per window, on its ``p + 1`` basis tensors only;
+  either the basis path below per window, on its ``p + 1`` basis tensors only
+  (convolutions), or — for dense layers, whose weights cost more to move than
+  their outputs — one op per basis tensor ``k`` on the examples whose window
+  holds ``k`` (every basis tensor read once, ``p + 1`` products per example);
 * **basis** — otherwise: one op on the stacked basis, either with ``n×`` the
   output channels whose outputs are mixed per example with :math:`a_k(s_i)`, or
   (when the input is the smaller side) on inputs pre-scaled by :math:`a_k(s_i)`
@@ -90,36 +93,74 @@ class ManifoldOp(ManifoldModule):
         if path == "shared":
             return self._shared_forward(x, groups, cond.batch_dim)  # type: ignore[arg-type]
         windows = cond.windows_of(self.manifold)
-        if windows is not None and self.path == "auto" and self._local_basis \
-                and self._local_pays(x, windows, cond.batch_dim):
-            return self._local_forward(x, windows, cond.batch_dim)
+        if windows is not None and self.path == "auto" and self._local_basis:
+            route = self._local_path(x, windows, cond.batch_dim)
+            if route == "window":
+                return self._local_forward(x, windows, cond.batch_dim)
+            if route == "banded":
+                return self._banded_forward(x, a, windows, cond.batch_dim)
         return self._basis_forward(x, a.to(self.weight.dtype), cond.batch_dim)
 
     #: whether the basis path can run on a window of the basis (see :meth:`_local_forward`)
     _local_basis = True
+    #: whether the per-basis local path (:meth:`_banded_forward`) is offered: dense layers
+    _banded = False
     #: floating-point operations that moving one value costs, in the path cost models
     _FLOPS_PER_VALUE = 16
 
-    def _local_pays(self, x: Tensor, windows: Windows, bd: int) -> bool:
-        """Whether running per window beats the basis path, from shapes alone.
+    def _local_path(self, x: Tensor, windows: Windows, bd: int) -> str:
+        """``"basis"``, ``"window"`` or ``"banded"``: the cheapest, from shapes alone.
 
-        Counting multiply-adds plus ``_FLOPS_PER_VALUE`` per weight value moved:
-        the basis path does ``B · work · n`` and moves the ``n`` basis tensors about
-        three times (forward, gradient, optimiser); per window, ``B · work · w``,
-        but every window's ``w`` tensors are gathered, read, and their gradients
-        written and scattered (about six passes over ``G · w`` tensors for ``G``
-        windows). Wide layers at small batch (a dense layer on 128 examples) stay
-        on the basis path; convolutions over images take the windows.
+        Counting multiply-adds plus ``_FLOPS_PER_VALUE`` per value moved:
+
+        * basis: ``B · work · n``, and the ``n`` basis tensors moved about three
+          times (forward, gradient, optimiser);
+        * window: ``B · work · w``, but every window's ``w`` tensors are gathered,
+          read, and their gradients written and scattered (about six passes over
+          ``G · w`` tensors for ``G`` windows);
+        * banded (dense layers): ``B · work · w`` with the ``n`` basis tensors moved
+          as on the basis path, plus the input gathered once and ``w`` partial
+          outputs per example accumulated (forward and backward).
+
+        A wide dense layer at small batch (2048 → 512 on 128 examples) takes the
+        banded path; convolutions over images take the windows.
         """
         per_tensor = self.weight[0].numel()
         work = x.shape[bd] * self._work_per_example(x, bd)
         beta, n, w, g = self._FLOPS_PER_VALUE, self.manifold.n, windows.width, \
             len(windows.starts)
-        return work * w + beta * 6 * g * w * per_tensor < work * n + beta * 3 * n * per_tensor
+        costs = {"basis": work * n + beta * 3 * n * per_tensor,
+                 "window": work * w + beta * 6 * g * w * per_tensor}
+        if self._banded:
+            features = max(1, x.shape[-1])  # dense: the weight is [out, in] or [in, out]
+            outputs = x.numel() // features * (per_tensor // features)
+            costs["banded"] = work * w + beta * 3 * n * per_tensor \
+                + beta * (2 * x.numel() + 3 * w * outputs)
+        return min(costs, key=costs.__getitem__)
 
     def _work_per_example(self, x: Tensor, bd: int) -> float:
         """Multiply-adds of one example against one basis tensor (dense: positions × size)."""
         return x.numel() / max(1, x.shape[bd] * x.shape[-1]) * self.weight[0].numel()
+
+    def _banded_forward(self, x: Tensor, a: Tensor, windows: Windows, bd: int) -> Tensor:
+        """One product per basis tensor ``k`` on the examples whose window holds it.
+
+        .. math:: y_i = \\sum_{k} a_k(s_i)\\, (W_k x_i + b_k)
+            = \\sum_{k:\\ i \\in S_k} a_k(s_i)\\, (W_k x_i + b_k),
+
+        with :math:`S_k` the examples whose window holds ``k`` (contiguous runs
+        once the batch is sorted by window, :attr:`Windows.spans`). Exactly the
+        basis path: ``a_k(s_i) = 0`` outside :math:`S_k`. Each example meets
+        ``w`` basis tensors; each basis tensor is read once (:meth:`_banded_op`).
+        """
+        xs = x.index_select(bd, windows.order)
+        coef = a.to(self.weight.dtype).index_select(0, windows.order)
+        return self._banded_op(xs, coef, windows.spans, bd).index_select(bd, windows.restore)
+
+    def _banded_op(self, x: Tensor, coef: Tensor,
+                   spans: tuple[tuple[tuple[int, int], ...], ...], bd: int) -> Tensor:
+        """The banded path on a batch sorted by window (layers with :attr:`_banded`)."""
+        raise NotImplementedError
 
     def _local_forward(self, x: Tensor, windows: Windows, bd: int) -> Tensor:
         """The basis path per window of non-zero coefficients: ``w`` basis tensors, not ``n``.

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..topology import Manifold
-from .linear import linear_basis
+from .linear import linear_banded, linear_basis
 from .linear_op import ManifoldOp
 
 __all__ = ["ManifoldTransposedLinear"]
@@ -51,12 +51,18 @@ class ManifoldTransposedLinear(ManifoldOp):
         else:
             self.register_parameter("bias", None)
 
+    _banded = True  # B-spline batches: one product per basis tensor on its examples
+
     def _plain(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         return F.linear(x, weight.t(), bias)
 
     def _basis_op(self, x: Tensor, weight: Tensor, bias: Tensor | None, a: Tensor,
                   bd: int) -> Tensor:
         return linear_basis(x, weight.transpose(1, 2), bias, a, bd, self._mix_inputs)
+
+    def _banded_op(self, x: Tensor, coef: Tensor,
+                   spans: tuple[tuple[tuple[int, int], ...], ...], bd: int) -> Tensor:
+        return linear_banded(x, coef, self.weight, self.bias, spans, bd, transposed=True)
 
     def _make_plain(self) -> nn.Module:
         from transformers.pytorch_utils import Conv1D
