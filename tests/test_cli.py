@@ -10,6 +10,7 @@ from dataclasses import fields
 
 import pytest
 
+import weightmanifold as wm
 from weightmanifold.cli import main, parse_seeds
 from weightmanifold.experiments.config import RunConfig
 from weightmanifold.experiments.presets import PRESETS, get_preset
@@ -214,3 +215,71 @@ def test_init_option_takes_a_number_or_a_name_and_rank_an_integer():
         "constant"
     with pytest.raises(ValueError, match="init"):
         config_from_args(parser.parse_args(["train", "--init", "wide"]))
+
+
+def test_tuned_preset_chooses_each_arms_learning_rate_on_validation(tmp_path):
+    """preconditioning-tuned: every arm at every learning rate of its grid; the validation
+    split alone chooses one per arm, and the differences compare the chosen runs."""
+    from weightmanifold.experiments.presets import ABLATION_LRS
+
+    preset = get_preset("preconditioning-tuned")
+    runs = preset.runs("cpu")
+    assert sorted((r.label, r.tuned) for r in runs) == sorted(
+        (label, lr) for label in ("metric", "no-metric") for lr in ABLATION_LRS)
+    assert all(r.config.lr == r.tuned and r.config.validation == 5000 for r in runs)
+    assert len({r.config.name for r in runs}) == len(runs)
+    tiny = {k: v for k, v in TINY_OVERRIDES.items() if k != "lr"}
+    with pytest.raises(ValueError, match="tunes lr"):
+        run_sweep(preset, tmp_path, overrides={**tiny, "lr": 0.1})
+    rows = run_sweep(preset, tmp_path, seeds=[0, 1], overrides={**tiny, "validation": 64},
+                     log=lambda m: None, progress=False, figures=False)
+    assert len(rows) == 2 * len(ABLATION_LRS)
+
+    def final(name, seed):
+        path = tmp_path / name / f"seed_{seed}" / "summary.json"
+        return json.loads(path.read_text())["final"]
+
+    chosen = {}
+    for label in ("metric", "no-metric"):
+        mine = [r for r in rows if r["label"] == label]
+        assert sum(r["chosen"] for r in mine) == 1
+        val = {r["name"]: sum(final(r["name"], k)["val_unseen_accuracy"] for k in (0, 1))
+               for r in mine}
+        pick = next(r for r in mine if r["chosen"])
+        assert val[pick["name"]] == max(val.values())
+        chosen[label] = pick["name"]
+    diffs = list(csv.DictReader(open(tmp_path / "differences.csv")))
+    assert [(d["label"], d["metric"]) for d in diffs] == [
+        ("no-metric", "unseen_accuracy"), ("no-metric", "seen_accuracy")]
+    expected = sum(final(chosen["metric"], k)["unseen_accuracy"]
+                   - final(chosen["no-metric"], k)["unseen_accuracy"] for k in (0, 1)) / 2
+    assert float(diffs[0]["difference"]) == pytest.approx(expected)
+    saved = json.loads((tmp_path / "results.json").read_text())["tuning"]
+    assert saved["chosen_by"] == "val_unseen_accuracy"
+    assert sorted(saved["chosen"]) == sorted(chosen.values())
+    assert "chosen by validation" in (tmp_path / "tables.md").read_text()
+
+
+def test_tuning_needs_a_validation_split():
+    from weightmanifold.experiments.sweep import select_tuned
+
+    run = get_preset("preconditioning-tuned").runs("cpu")[0]
+    with pytest.raises(ValueError, match="needs validation > 0"):
+        select_tuned([run], [{"metrics": {"unseen_accuracy": {"mean": 0.5}}}],
+                     "unseen_accuracy")
+
+
+def test_unconditioned_converged_preset():
+    runs = {r.label: r.config for r in get_preset("unconditioned-converged").runs("cpu")}
+    assert list(runs) == ["ellipse", "point", "point-wide"]
+    for c in runs.values():
+        assert c.train_subset is None and c.validation == 5000 and c.epochs == 15
+        assert c.task == "unconditioned" and c.arch == "cnn"
+    from weightmanifold.experiments.models import build_model, count_parameters
+
+    def params(c):
+        manifold = wm.topology.make_manifold("ellipse")
+        return count_parameters(build_model("cnn", c.method, manifold, in_channels=1,
+                                            image_size=28, widths=c.widths, hidden=c.hidden))
+
+    assert abs(params(runs["point-wide"]) / params(runs["ellipse"]) - 1) < 0.05

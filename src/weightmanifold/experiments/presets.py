@@ -16,13 +16,18 @@ noise                    Fig. 3      method (accuracy vs noise level from each r
 optimizers               Fig. 4a     optimiser of the ellipse network
 unconditioned            Fig. 4b–c   ellipse with random s vs point network, CNN/ResNet
 preconditioning-ablation —           ellipse with vs without the metric
+preconditioning-tuned    —           the same, each arm at its own learning rate chosen
+                                     on a validation split
+unconditioned-converged  Fig. 4b     ellipse with random s vs point network (and its
+                                     width-matched twin) until the curves flatten
 init                     —           the ellipse's initial modulation ε × fraction of
                                      training angles, vs plain and matched baselines
 ======================== =========== ================================================
 
-The ``init`` study trains on the full training set less a 5 000-image
-validation split (read every epoch, for the curves and for choices), and reads
-the test set once, at the end of each run.
+The ``init`` study, ``preconditioning-tuned`` and ``unconditioned-converged``
+train on the full training set less a 5 000-image validation split (read
+every epoch, for the curves and for choices), and read the test set once, at
+the end of each run.
 """
 
 from __future__ import annotations
@@ -134,6 +139,8 @@ class PresetRun:
     label: str
     x: float | str | None
     config: RunConfig
+    #: the value of the preset's tuned key (:attr:`Preset.tune`) in this run, if any
+    tuned: Any = None
 
 
 @dataclass(frozen=True)
@@ -150,6 +157,11 @@ class Preset:
         reference: the label every other method is compared with (paired by seed).
         reference_side: ``"left"``: differences are reference minus method;
             ``"right"``: method minus reference (a baseline as the reference).
+        tune: ``(key, grid)``: every configuration runs at each value of the
+            configuration key ``key`` in ``grid``, and the sweep keeps, per method
+            and x, the value with the best validation metric (mean over seeds;
+            the configurations need a ``validation`` split). Results list every
+            value; differences compare the chosen ones.
     """
 
     name: str
@@ -160,6 +172,7 @@ class Preset:
     build: Any = field(repr=False)
     reference: str = "ellipse"
     reference_side: str = "left"
+    tune: tuple[str, tuple[Any, ...]] | None = None
 
     def runs(self, scale: str = "cpu") -> list[PresetRun]:
         """The configurations at ``scale`` ("cpu" or "paper").
@@ -170,9 +183,16 @@ class Preset:
         if scale not in SCALES:
             raise ValueError(f"unknown scale {scale!r}; valid: {', '.join(SCALES)}")
         base = dict(_SCALE_BASE[scale])
-        return [PresetRun(label, x, RunConfig.from_dict({**base, **keys,
-                                                         "name": f"{self.name}/{name}"}))
-                for name, label, x, keys in self.build(scale)]
+        built = self.build(scale)
+        if self.tune is None:
+            return [PresetRun(label, x, RunConfig.from_dict({**base, **keys,
+                                                             "name": f"{self.name}/{name}"}))
+                    for name, label, x, keys in built]
+        key, grid = self.tune
+        return [PresetRun(label, x, RunConfig.from_dict({
+                    **base, **keys, key: value, "name": f"{self.name}/{name}-{key}{value:g}"}),
+                          tuned=value)
+                for name, label, x, keys in built for value in grid]
 
     def seeds(self, scale: str = "cpu") -> list[int]:
         return list(_SCALE_SEEDS[scale])
@@ -269,6 +289,36 @@ def _init_study(scale: str) -> list[tuple[str, str, Any, dict[str, Any]]]:
     return out
 
 
+#: the learning rates (SGD, momentum 0.9) of the tuned ablation: factors of 2 around 0.01
+ABLATION_LRS = (0.005, 0.01, 0.02, 0.04)
+
+
+def _tuned_ablation(scale: str) -> list[tuple[str, str, Any, dict[str, Any]]]:
+    # the init study's budget: full training set less a validation split that chooses lr
+    rot = {"task": "rotation", "task_options": {"train_fraction": 0.25, "mode": "subset",
+                                                "bins": 36},
+           "method": "manifold", "manifold": "ellipse", **_INIT_BASE[scale]}
+    return [("metric", "metric", "with", {**rot, "precondition": True}),
+            ("no-metric", "no-metric", "without", {**rot, "precondition": False})]
+
+
+def _unconditioned_converged(scale: str) -> list[tuple[str, str, Any, dict[str, Any]]]:
+    widths, hidden = _matched_width(scale, "ellipse", (), "plain")
+    base = {"task": "unconditioned", "arch": "cnn", **_CONVERGED_BASE[scale]}
+    return [(label, label, None, {**base, **keys}) for label, keys in (
+        ("ellipse", {"method": "manifold", "manifold": "ellipse"}),
+        ("point", {"method": "plain"}),
+        ("point-wide", {"method": "plain", "widths": list(widths), "hidden": hidden}))]
+
+
+#: the budget of the unconditioned comparison at convergence: the full training set less a
+#: validation split read every epoch (the curves show the plateau), the test set once
+_CONVERGED_BASE: dict[str, dict[str, Any]] = {
+    "cpu": {"train_subset": None, "test_subset": None, "validation": 5000, "epochs": 15},
+    "paper": {"validation": 5000, "epochs": 100},
+}
+
+
 def _ablation(scale: str) -> list[tuple[str, str, Any, dict[str, Any]]]:
     rot = {"task": "rotation", "task_options": {"train_fraction": 0.25, "mode": "subset"},
            "method": "manifold", "manifold": "ellipse"}
@@ -297,6 +347,15 @@ PRESETS: dict[str, Preset] = {
         Preset("preconditioning-ablation", "ellipse manifold with vs without the metric "
                "preconditioning", "-", "precondition", "test_accuracy", _ablation,
                reference="metric"),
+        Preset("preconditioning-tuned", "ellipse with vs without the metric, each at its own "
+               "learning rate chosen on a validation split (lr "
+               + ", ".join(f"{v:g}" for v in ABLATION_LRS) + "): geometry apart from step "
+               "size", "-", "precondition", "unseen_accuracy", _tuned_ablation,
+               reference="metric", tune=("lr", ABLATION_LRS)),
+        Preset("unconditioned-converged", "ellipse with a random s per example vs the point "
+               "network and its width-matched twin (paper CNN), trained until the "
+               "validation curves flatten", "Fig. 4b", None, "test_accuracy",
+               _unconditioned_converged, reference="ellipse"),
     )
 }
 

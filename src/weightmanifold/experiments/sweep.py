@@ -8,6 +8,8 @@ A sweep directory ``runs/<preset>/`` holds one directory per configuration
                                     counted training FLOPs per example, wall time
     differences.csv                 the preset's reference method minus each other
                                     method, paired by seed, with a 95 % t interval
+                                    (a tuned preset: between the configurations its
+                                    validation split chose, see :func:`select_tuned`)
     sweep.png / sweep.csv           the metric vs the swept variable (Fig. 2b style)
     by_condition.png / .csv         accuracy per condition bin of each method (at
                                     the sparsest x; every method when x is the method)
@@ -31,7 +33,7 @@ from .presets import Preset, PresetRun
 from .trainer import RunData, load_run_data, run_seeds
 
 __all__ = ["METRICS", "markdown_tables", "paired_difference", "paired_differences", "run_sweep",
-           "sweep_rows", "t_quantile_975"]
+           "select_tuned", "sweep_rows", "t_quantile_975"]
 
 METRICS = ("test_accuracy", "seen_accuracy", "unseen_accuracy", "test_loss", "train_loss",
            "val_accuracy", "val_seen_accuracy", "val_unseen_accuracy")
@@ -212,7 +214,11 @@ def markdown_tables(rows: Sequence[Mapping[str, Any]], diffs: Sequence[Mapping[s
             "MFLOP / example", "wall s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [str(r["label"]), *([str(r["x"])] if x_name else []),
+        label = str(r["label"])
+        if r.get("tuned_key") not in (None, ""):
+            label += f" ({r['tuned_key']} {r['tuned_value']}" + (
+                ", chosen by validation)" if str(r.get("chosen")) == "True" else ")")
+        cells = [label, *([str(r["x"])] if x_name else []),
                  _pct(r.get("test_accuracy_mean"), r.get("test_accuracy_std")),
                  _pct(r.get("seen_accuracy_mean"), r.get("seen_accuracy_std")),
                  _pct(r.get("unseen_accuracy_mean"), r.get("unseen_accuracy_std")),
@@ -290,6 +296,10 @@ def run_sweep(preset: Preset, root: str | Path, *, scale: str = "cpu",
     changes = dict(overrides or {})
     if data_dir is not None:
         changes["data_dir"] = data_dir
+    if preset.tune is not None and preset.tune[0] in changes:
+        raise ValueError(f"preset {preset.name!r} tunes {preset.tune[0]} over "
+                         f"{list(preset.tune[1])} on its validation split: it cannot be "
+                         "overridden")
     runs = [PresetRun(r.label, r.x, r.config.replace(**changes)) for r in runs]
     seeds = list(seeds) if seeds is not None else preset.seeds(scale)
     cache: dict[tuple, RunData] = {}
@@ -303,6 +313,16 @@ def run_sweep(preset: Preset, root: str | Path, *, scale: str = "cpu",
         aggregates.append(run_seeds(c, seeds, root / c.name.split("/")[-1], data=cache[key],
                                     progress=progress, log=log))
     rows = sweep_rows(runs, aggregates, root)
+    chosen, tuning = list(range(len(runs))), None
+    if preset.tune is not None:
+        chosen, selection = select_tuned(runs, aggregates, preset.metric)
+        key = preset.tune[0]
+        for i, (run, row) in enumerate(zip(runs, rows, strict=True)):
+            row.update({"tuned_key": key, "tuned_value": run.tuned, "chosen": i in chosen})
+        tuning = {"key": key, "grid": list(preset.tune[1]), "chosen_by": selection,
+                  "chosen": [runs[i].config.name.split("/")[-1] for i in chosen]}
+        log(f"chosen by {selection}: {', '.join(tuning['chosen'])}")
+    runs, aggregates = [runs[i] for i in chosen], [aggregates[i] for i in chosen]
     diffs = paired_differences(runs, root, seeds, preset.reference, preset.reference_side) \
         if len(seeds) > 1 else []
     atomic_write_csv(root / "results.csv", rows)
@@ -312,10 +332,39 @@ def run_sweep(preset: Preset, root: str | Path, *, scale: str = "cpu",
                        markdown_tables(rows, diffs, x_name=preset.x_name).encode())
     atomic_write_json(root / "results.json", {"preset": preset.name, "scale": scale,
                                               "seeds": seeds, "rows": rows,
-                                              "differences": diffs})
+                                              "differences": diffs, "tuning": tuning})
     if figures:
-        _figures(preset, runs, aggregates, rows, root)
+        _figures(preset, runs, aggregates, [rows[i] for i in chosen], root)
     return rows
+
+
+def select_tuned(runs: Sequence[PresetRun], aggregates: Sequence[dict[str, Any]],
+                 metric: str) -> tuple[list[int], str]:
+    """Per method and x, the run of a tuned preset with the best validation metric.
+
+    The validation twin of ``metric`` (``unseen_accuracy`` → ``val_unseen_accuracy``,
+    ``test_accuracy`` → ``val_accuracy``), averaged over seeds, decides; the test
+    set plays no part. Ties go to the first value of the grid.
+
+    Returns:
+        The indices of the chosen runs (in ``runs`` order) and the name of the
+        validation metric that chose them.
+
+    Raises:
+        ValueError: if a run has no validation metric (its configuration has no
+            ``validation`` split).
+    """
+    key = "val_" + metric.removeprefix("test_")
+    best: dict[tuple[str, Any], tuple[float, int]] = {}
+    for i, (run, agg) in enumerate(zip(runs, aggregates, strict=True)):
+        m = agg["metrics"].get(key)
+        if m is None:
+            raise ValueError(f"{run.config.name} has no {key}: tuning chooses on a validation "
+                             "split, so its configuration needs validation > 0")
+        group = (run.label, run.x)
+        if group not in best or m["mean"] > best[group][0]:
+            best[group] = (m["mean"], i)
+    return sorted(i for _, i in best.values()), key
 
 
 def _figures(preset: Preset, runs: Sequence[PresetRun], aggregates: Sequence[dict],

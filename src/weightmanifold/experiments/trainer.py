@@ -529,6 +529,8 @@ def train(config: RunConfig, out_dir: str | Path, **kwargs: Any) -> dict[str, An
     """
     done = finished_summary(out_dir, config.to_dict())
     if done is not None:
+        kwargs.get("log", print)(f"{out_dir} is complete ({done.get('steps')} steps): "
+                                 "not retrained")
         return done
     return Trainer(config, out_dir, **kwargs).run()
 
