@@ -1008,3 +1008,26 @@ def test_state_dict_loads_across_equal_manifolds_written_differently():
     opt_c = wm.Preconditioned(torch.optim.SGD(c.parameters(), lr=0.1, momentum=0.9), c)
     with pytest.raises(ValueError, match=r"Line\(\).*legendre"):
         opt_c.load_state_dict(opt_a.state_dict())
+
+
+def test_blocked_metric_step_equals_one_product() -> None:
+    """On CPU the metric step runs in cache-sized column blocks, in place: a parameter of
+    many blocks (and a last, partial one) gets exactly Ḡ⁻¹ applied along its basis axis;
+    a non-contiguous gradient takes the one-product path."""
+    import weightmanifold.preconditioning as P
+
+    manifold = BSpline(12, degree=3)
+    model = ManifoldParameter(manifold, (301, 77), dtype=DT)
+    columns = 301 * 77
+    assert columns > 3 * (P._BLOCK_VALUES // manifold.n)  # several blocks
+    assert columns % (P._BLOCK_VALUES // manifold.n) != 0  # and a partial last one
+    g = torch.randn(12, 301, 77, generator=torch.Generator().manual_seed(1), dtype=DT)
+    model.basis.grad = g.clone()
+    precondition_gradients(model)
+    ginv = manifold.preconditioner().to(DT)
+    expected = (ginv @ g.reshape(12, -1)).reshape(g.shape)
+    torch.testing.assert_close(model.basis.grad, expected, rtol=1e-12, atol=1e-12)
+    model.basis.grad = g.clone().transpose(1, 2).contiguous().transpose(1, 2)  # strided
+    assert not model.basis.grad.is_contiguous()
+    precondition_gradients(model)
+    torch.testing.assert_close(model.basis.grad, expected, rtol=1e-12, atol=1e-12)
