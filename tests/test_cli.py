@@ -234,6 +234,8 @@ def test_tuned_preset_chooses_each_arms_learning_rate_on_validation(tmp_path):
     rows = run_sweep(preset, tmp_path, seeds=[0, 1], overrides={**tiny, "validation": 64},
                      log=lambda m: None, progress=False, figures=False)
     assert len(rows) == 2 * len(ABLATION_LRS)
+    assert sorted(r["tuned_value"] for r in rows) == sorted(2 * list(ABLATION_LRS))
+    assert all(r["tuned_key"] == "lr" for r in rows)
 
     def final(name, seed):
         path = tmp_path / name / f"seed_{seed}" / "summary.json"
@@ -283,3 +285,25 @@ def test_unconditioned_converged_preset():
                                             image_size=28, widths=c.widths, hidden=c.hidden))
 
     assert abs(params(runs["point-wide"]) / params(runs["ellipse"]) - 1) < 0.05
+
+
+def test_tuned_grid_records_a_diverged_value_and_chooses_among_the_rest(tmp_path):
+    from weightmanifold.experiments.presets import Preset, _tuned_ablation
+
+    preset = Preset("tuned-test", "", "-", "precondition", "unseen_accuracy", _tuned_ablation,
+                    reference="metric", tune=("lr", (0.05, 1e12)))
+    tiny = {**{k: v for k, v in TINY_OVERRIDES.items() if k != "lr"}, "validation": 64}
+    logged: list[str] = []
+    rows = run_sweep(preset, tmp_path, seeds=[0, 1], overrides=tiny, log=logged.append,
+                     progress=False, figures=False)
+    assert sorted((r["label"], r["tuned_value"], r["chosen"]) for r in rows) == [
+        ("metric", 0.05, True), ("no-metric", 0.05, True)]
+    tuning = json.loads((tmp_path / "results.json").read_text())["tuning"]
+    assert sorted(tuning["diverged"]) == ["metric-lr1e+12", "no-metric-lr1e+12"]
+    status = json.loads((tmp_path / "metric-lr1e+12" / "seed_0" / "summary.json").read_text())
+    assert status["status"] == "diverged"
+    logged.clear()  # run again: the diverged runs are results, not retried
+    again = run_sweep(preset, tmp_path, seeds=[0, 1], overrides=tiny, log=logged.append,
+                      progress=False, figures=False)
+    assert again == rows
+    assert sum("not retrained" in m for m in logged) == 4 + 2  # 4 finished, 2 diverged seeds 0

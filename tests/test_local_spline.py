@@ -262,3 +262,34 @@ def test_banded_path_costs_a_window_of_basis_tensors():
     four = flops(4)  # one window: the basis path, which also counts its mixing product
     assert four * 0.99 < flops(12) <= four
     assert flops(12, local=False) > 2.9 * four
+
+
+def test_banded_path_second_order_and_torch_func():
+    """Gradients of gradients through the banded path (create_graph) equal the basis path's;
+    under torch.func transforms the banded path is not taken and grad still works."""
+    torch.manual_seed(7)
+    layer = wm.ManifoldLinear(wm.BSpline(8, degree=3), 5, 4)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.normal_()
+    layer._local_path = lambda *args: "banded"
+    x = torch.randn(16, 5, requires_grad=True)
+    s = torch.rand(16)
+
+    def grad_norm(local):
+        y = layer(x, wm.condition(layer, s, local=local))
+        (gx,) = torch.autograd.grad(y.pow(3).sum(), x, create_graph=True)
+        return torch.autograd.grad(gx.pow(2).sum(), [x, layer.weight, layer.bias])
+
+    for a, b in zip(grad_norm(None), grad_norm(False), strict=True):
+        assert torch.allclose(a, b, atol=1e-10)
+    del layer._local_path  # the real cost model, now under a transform
+    big = wm.ManifoldLinear(wm.BSpline(12, degree=3), 2048, 64)
+    xs, ss = torch.randn(128, 2048), torch.rand(128)
+    assert big._local_path(xs, wm.condition(big, ss).windows[0], 0) == "banded"
+    params = dict(big.named_parameters())
+    g = torch.func.grad(lambda p: torch.func.functional_call(big, p, (xs, ss)).sum())(params)
+    ref = torch.autograd.grad(big(xs, wm.condition(big, ss, local=False)).sum(),
+                              [params["weight"], params["bias"]])
+    assert torch.allclose(g["weight"], ref[0], atol=1e-9)
+    assert torch.allclose(g["bias"], ref[1], atol=1e-9)

@@ -315,9 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Copy every file of SWEEP_DIR to the same place under DEST except "
                     "checkpoints and files over --max-bytes: results, figures, and each run's "
                     "summary.json, config.json and metric tables. A sweep run again with "
-                    "DEST copied back (cp -r DEST runs/<preset>) retrains no finished run: "
-                    "a run counts as finished when its summary.json is completed with the "
-                    "same configuration, whatever its --threads and --data-dir.",
+                    "DEST copied back (mkdir -p runs/<preset> && cp -r DEST/. "
+                    "runs/<preset>/) retrains no finished run: a run counts as finished "
+                    "when its summary.json is completed with the same configuration, "
+                    "whatever its --threads, --data-dir and checkpoint_every.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("sweep_dir", help="the sweep directory, e.g. runs/diffusion")
     p.add_argument("dest", help="where the records go, e.g. docs/results/diffusion")

@@ -8,15 +8,15 @@ and its metric tables. :func:`archive_sweep` copies exactly those files (and
 the sweep's own tables and figures) into a directory that *is* committed,
 ``docs/results/<preset>/``, with the sweep's layout, so that on a fresh clone::
 
-    mkdir -p runs && cp -r docs/results/<preset> runs/<preset>
+    mkdir -p runs/<preset> && cp -r docs/results/<preset>/. runs/<preset>/
     weightmanifold sweep <preset> ...
 
 retrains nothing that finished and resumes with what did not.
 
 A run counts as finished when its summary says ``completed`` and its
 configuration equals the one asked for, up to :data:`PLACEMENT_KEYS` — where the
-data lives and how many CPU threads ran it, which do not change what is
-computed (:func:`same_run`).
+data lives, how many CPU threads ran it and how often it was checkpointed, which
+do not change what is computed (:func:`same_run`).
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from typing import Any
 __all__ = ["ARCHIVE_MAX_BYTES", "PLACEMENT_KEYS", "archive_sweep", "finished_summary",
            "same_run"]
 
-#: configuration keys that say where and with how many threads a run ran, not what it
-#: computed: two runs that differ only in them are the same run
-PLACEMENT_KEYS = frozenset({"data_dir", "threads"})
+#: configuration keys that say where, with how many threads and how often checkpointed a
+#: run ran, not what it computed: two runs that differ only in them are the same run
+PLACEMENT_KEYS = frozenset({"data_dir", "threads", "checkpoint_every"})
 #: the largest file :func:`archive_sweep` copies (checkpoints are never copied)
 ARCHIVE_MAX_BYTES = 1 << 20
 _NEVER = ("checkpoint.pt", "snapshots.pt")
@@ -51,11 +51,14 @@ def same_run(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     return all(a.get(k) == b.get(k) for k in keys)
 
 
-def finished_summary(run_dir: str | Path, config: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The summary of the completed run in ``run_dir`` of ``config``, or ``None``.
+def finished_summary(run_dir: str | Path, config: Mapping[str, Any],
+                     statuses: tuple[str, ...] = ("completed",)) -> dict[str, Any] | None:
+    """The summary of the finished run in ``run_dir`` of ``config``, or ``None``.
 
-    ``None`` when there is no readable ``summary.json``, when it is not
-    ``completed``, or when it records another configuration (:func:`same_run`).
+    ``None`` when there is no readable ``summary.json``, when its status is not
+    one of ``statuses`` (``"diverged"`` may count as final where a divergence is
+    a result, as for a learning rate too large), or when it records another
+    configuration (:func:`same_run`).
     """
     path = Path(run_dir) / "summary.json"
     try:
@@ -63,7 +66,7 @@ def finished_summary(run_dir: str | Path, config: Mapping[str, Any]) -> dict[str
             done = json.load(f)
     except (OSError, ValueError):
         return None
-    if done.get("status") != "completed" or not isinstance(done.get("config"), dict):
+    if done.get("status") not in statuses or not isinstance(done.get("config"), dict):
         return None
     return done if same_run(done["config"], config) else None
 
@@ -75,8 +78,9 @@ def archive_sweep(source: str | Path, dest: str | Path, *,
     Every file below ``source`` is copied to the same relative path below
     ``dest``, except checkpoints (``checkpoints/``, ``checkpoint.pt``,
     ``snapshots.pt``), hidden and temporary files, and files larger than
-    ``max_bytes``. Files already in ``dest`` are overwritten; nothing in
-    ``dest`` is deleted.
+    ``max_bytes``. Small caches the sweep reuses are kept (the diffusion preset's
+    ``classifier.pt``: its Fréchet distances depend on it). Files already in
+    ``dest`` are overwritten; nothing in ``dest`` is deleted.
 
     Args:
         source: the sweep directory (``runs/<preset>``).

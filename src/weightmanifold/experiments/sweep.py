@@ -23,6 +23,7 @@ Every run is resumable, so an interrupted sweep continues where it stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -300,7 +301,7 @@ def run_sweep(preset: Preset, root: str | Path, *, scale: str = "cpu",
         raise ValueError(f"preset {preset.name!r} tunes {preset.tune[0]} over "
                          f"{list(preset.tune[1])} on its validation split: it cannot be "
                          "overridden")
-    runs = [PresetRun(r.label, r.x, r.config.replace(**changes)) for r in runs]
+    runs = [dataclasses.replace(r, config=r.config.replace(**changes)) for r in runs]
     seeds = list(seeds) if seeds is not None else preset.seeds(scale)
     cache: dict[tuple, RunData] = {}
     aggregates = []
@@ -310,18 +311,25 @@ def run_sweep(preset: Preset, root: str | Path, *, scale: str = "cpu",
         if key not in cache:
             cache[key] = load_run_data(c)
         log(f"[{i + 1}/{len(runs)}] {c.name} ({run.label}, x={run.x}), seeds {seeds}")
+        # in a tuned grid a learning rate too large to train is a result, not an error
         aggregates.append(run_seeds(c, seeds, root / c.name.split("/")[-1], data=cache[key],
-                                    progress=progress, log=log))
-    rows = sweep_rows(runs, aggregates, root)
+                                    diverged_ok=preset.tune is not None, progress=progress,
+                                    log=log))
     chosen, tuning = list(range(len(runs))), None
     if preset.tune is not None:
         chosen, selection = select_tuned(runs, aggregates, preset.metric)
         key = preset.tune[0]
-        for i, (run, row) in enumerate(zip(runs, rows, strict=True)):
-            row.update({"tuned_key": key, "tuned_value": run.tuned, "chosen": i in chosen})
         tuning = {"key": key, "grid": list(preset.tune[1]), "chosen_by": selection,
-                  "chosen": [runs[i].config.name.split("/")[-1] for i in chosen]}
+                  "chosen": [runs[i].config.name.split("/")[-1] for i in chosen],
+                  "diverged": [r.config.name.split("/")[-1]
+                               for r, a in zip(runs, aggregates, strict=True) if a is None]}
         log(f"chosen by {selection}: {', '.join(tuning['chosen'])}")
+    trained = [i for i, a in enumerate(aggregates) if a is not None]
+    rows = sweep_rows([runs[i] for i in trained], [aggregates[i] for i in trained], root)
+    if preset.tune is not None:
+        for i, row in zip(trained, rows, strict=True):
+            row.update({"tuned_key": preset.tune[0], "tuned_value": runs[i].tuned,
+                        "chosen": i in chosen})
     runs, aggregates = [runs[i] for i in chosen], [aggregates[i] for i in chosen]
     diffs = paired_differences(runs, root, seeds, preset.reference, preset.reference_side) \
         if len(seeds) > 1 else []
@@ -334,11 +342,11 @@ def run_sweep(preset: Preset, root: str | Path, *, scale: str = "cpu",
                                               "seeds": seeds, "rows": rows,
                                               "differences": diffs, "tuning": tuning})
     if figures:
-        _figures(preset, runs, aggregates, [rows[i] for i in chosen], root)
+        _figures(preset, runs, aggregates, [r for r in rows if r.get("chosen", True)], root)
     return rows
 
 
-def select_tuned(runs: Sequence[PresetRun], aggregates: Sequence[dict[str, Any]],
+def select_tuned(runs: Sequence[PresetRun], aggregates: Sequence[dict[str, Any] | None],
                  metric: str) -> tuple[list[int], str]:
     """Per method and x, the run of a tuned preset with the best validation metric.
 
@@ -346,17 +354,21 @@ def select_tuned(runs: Sequence[PresetRun], aggregates: Sequence[dict[str, Any]]
     ``test_accuracy`` → ``val_accuracy``), averaged over seeds, decides; the test
     set plays no part. Ties go to the first value of the grid.
 
+    A configuration whose aggregate is ``None`` diverged and is never chosen.
+
     Returns:
         The indices of the chosen runs (in ``runs`` order) and the name of the
         validation metric that chose them.
 
     Raises:
         ValueError: if a run has no validation metric (its configuration has no
-            ``validation`` split).
+            ``validation`` split), or every value of a method's grid diverged.
     """
     key = "val_" + metric.removeprefix("test_")
     best: dict[tuple[str, Any], tuple[float, int]] = {}
     for i, (run, agg) in enumerate(zip(runs, aggregates, strict=True)):
+        if agg is None:
+            continue
         m = agg["metrics"].get(key)
         if m is None:
             raise ValueError(f"{run.config.name} has no {key}: tuning chooses on a validation "
@@ -364,6 +376,9 @@ def select_tuned(runs: Sequence[PresetRun], aggregates: Sequence[dict[str, Any]]
         group = (run.label, run.x)
         if group not in best or m["mean"] > best[group][0]:
             best[group] = (m["mean"], i)
+    lost = {(r.label, r.x) for r in runs} - set(best)
+    if lost:
+        raise ValueError(f"every value of the tuned grid diverged for {sorted(lost, key=str)}")
     return sorted(i for _, i in best.values()), key
 
 

@@ -520,14 +520,17 @@ class Trainer:
         atomic_write_json(self.out / "summary.json", self.summary(message))
 
 
-def train(config: RunConfig, out_dir: str | Path, **kwargs: Any) -> dict[str, Any]:
+def train(config: RunConfig, out_dir: str | Path, *,
+          final: tuple[str, ...] = ("completed",), **kwargs: Any) -> dict[str, Any]:
     """Train (or resume) one run; see :class:`Trainer`.
 
-    A run directory whose ``summary.json`` records this configuration as completed
-    (:func:`~weightmanifold.experiments.archive.finished_summary`; an archived run
-    has no checkpoint) is not trained again: its summary is returned.
+    A run directory whose ``summary.json`` records this configuration with a
+    status in ``final`` (:func:`~weightmanifold.experiments.archive.finished_summary`;
+    an archived run has no checkpoint) is not trained again: its summary is
+    returned. ``final=("completed", "diverged")`` also keeps a diverged run as
+    its result instead of retrying it from its last good checkpoint.
     """
-    done = finished_summary(out_dir, config.to_dict())
+    done = finished_summary(out_dir, config.to_dict(), final)
     if done is not None:
         kwargs.get("log", print)(f"{out_dir} is complete ({done.get('steps')} steps): "
                                  "not retrained")
@@ -536,21 +539,36 @@ def train(config: RunConfig, out_dir: str | Path, **kwargs: Any) -> dict[str, An
 
 
 def run_seeds(config: RunConfig, seeds: Sequence[int], root: str | Path,
-              data: RunData | None = None, **kwargs: Any) -> dict[str, Any]:
+              data: RunData | None = None, *, diverged_ok: bool = False,
+              **kwargs: Any) -> dict[str, Any] | None:
     """Run ``config`` once per seed into ``root/seed_<k>/`` (each resumable), then aggregate.
 
     Runs are sequential: on a 2-core CPU one run already uses both cores (see
     ``bench/seeds.py`` for the measurement against batched ensembles).
 
+    Args:
+        diverged_ok: a seed whose loss becomes NaN/inf (now, or in a recorded
+            run) ends the configuration with ``None`` instead of raising
+            :class:`TrainingDivergedError` (a tuned grid's too-large learning rate).
+
     Returns:
         The aggregate (also written to ``root/aggregate.json`` and
-        ``root/aggregate_by_condition.csv``).
+        ``root/aggregate_by_condition.csv``), or ``None`` for a diverged
+        configuration with ``diverged_ok``.
     """
     root = Path(root)
     data = data if data is not None else load_run_data(config)
+    final = ("completed", "diverged") if diverged_ok else ("completed",)
     for seed in seeds:
-        train(config.replace(seed=seed, name=f"{config.name}/seed_{seed}"), root / f"seed_{seed}",
-              data=data, **kwargs)
+        try:
+            done = train(config.replace(seed=seed, name=f"{config.name}/seed_{seed}"),
+                         root / f"seed_{seed}", data=data, final=final, **kwargs)
+        except TrainingDivergedError:
+            if not diverged_ok:
+                raise
+            return None
+        if done.get("status") == "diverged":
+            return None
     return aggregate_seeds(root, seeds)
 
 

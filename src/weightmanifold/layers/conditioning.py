@@ -87,8 +87,10 @@ class Windows:
     For a manifold with local support (:attr:`Manifold.window` ``= w < n``: a
     B-spline of degree ``p`` has ``w = p + 1``) every example's coefficients vanish
     outside ``w`` consecutive basis indices. Grouping the examples by that window
-    lets a layer run, per group, the basis path on those ``w`` basis tensors only:
-    the cost per example depends on ``w``, not on ``n``. Built eagerly by
+    lets a layer run, per group, the basis path on those ``w`` basis tensors only
+    (convolutions), or one product per basis tensor on the runs of examples whose
+    window holds it (:attr:`spans`; dense layers): the arithmetic per example
+    depends on ``w``, not on ``n``. Built eagerly by
     :func:`condition` (it reads the distinct windows back to the host); inside a
     traced region it is not built and the basis path on all ``n`` runs instead.
 

@@ -8,7 +8,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 
 from ..topology import Manifold
 from .linear_op import ManifoldOp
@@ -43,9 +42,34 @@ def linear_basis(x: Tensor, weight: Tensor, bias: Tensor | None, a: Tensor, bd: 
     return y.reshape(b, *mid, out).movedim(0, bd)
 
 
+def banded_reference(x: Tensor, coef: Tensor, weight: Tensor, bias: Tensor | None,
+                     spans: Spans, transposed: bool) -> Tensor:
+    """The banded product in plain differentiable ops (``x`` ``[B, M, in]``, sorted by window).
+
+    The slow, obviously-correct twin of :class:`_BandedLinear`: its backward
+    differentiates this when a graph of the gradient is asked for
+    (``create_graph=True``), and the tests compare the two.
+    """
+    out = weight.shape[2] if transposed else weight.shape[1]
+    pieces = []
+    for k, runs in enumerate(spans):
+        wk = weight[k] if transposed else weight[k].t()
+        for lo, hi in runs:
+            z = x[lo:hi] @ wk
+            if bias is not None:
+                z = z + bias[k]
+            piece = coef[lo:hi, k, None, None] * z
+            pieces.append(nn.functional.pad(piece, (0, 0, 0, 0, lo, x.shape[0] - hi)))
+    return torch.stack(pieces).sum(0) if pieces else x.new_zeros(*x.shape[:2], out)
+
+
 class _BandedLinear(torch.autograd.Function):
     """:func:`linear_banded` with a backward pass that writes every basis tensor's
-    gradient into one buffer (autograd through ``unbind`` would stack ``n`` copies)."""
+    gradient into one buffer (autograd through ``unbind`` would stack ``n`` copies).
+
+    With ``create_graph=True`` its backward differentiates :func:`banded_reference`
+    instead, so gradients of gradients work.
+    """
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, coef: Tensor, weight: Tensor, bias: Tensor | None,
@@ -65,43 +89,62 @@ class _BandedLinear(torch.autograd.Function):
         return y
 
     @staticmethod
-    @once_differentiable
     def backward(ctx: Any, gy: Tensor) -> tuple[Tensor | None, ...]:
-        x, coef, weight, bias = ctx.saved_tensors
-        spans, transposed = ctx.spans, ctx.transposed
-        need_x, need_coef, need_w, need_b = ctx.needs_input_grad[:4]
-        _, m, inp = x.shape
-        out = gy.shape[-1]
-        gx = torch.zeros_like(x) if need_x else None
-        gcoef = torch.zeros_like(coef) if need_coef else None
-        gw = torch.empty_like(weight) if need_w else None
-        gb = torch.zeros_like(bias) if need_b and bias is not None else None
-        for k, runs in enumerate(spans):
-            wk = weight[k] if transposed else weight[k].t()  # [in, out]
-            first = True
-            for lo, hi in runs:
-                g = (gy[lo:hi] * coef[lo:hi, k, None, None]).reshape(-1, out)
-                xk = x[lo:hi].reshape(-1, inp)
-                if gx is not None:
-                    gx[lo:hi] += (g @ wk.t()).view(hi - lo, m, inp)
-                if gw is not None:  # [out, in], or [in, out] when transposed
-                    left, right = (xk.t(), g) if transposed else (g.t(), xk)
-                    if first:
-                        torch.mm(left, right, out=gw[k])
-                    else:
-                        gw[k].addmm_(left, right)
-                if gb is not None:
-                    gb[k] += g.sum(0)
-                if gcoef is not None:  # recomputed: training never differentiates in s
-                    z = xk @ wk
-                    if bias is not None:
-                        z += bias[k]
-                    gcoef[lo:hi, k] = (gy[lo:hi].reshape(-1, out) * z).view(
-                        hi - lo, -1).sum(1)
-                first = False
-            if gw is not None and first:  # no example holds k
-                gw[k].zero_()
-        return gx, gcoef, gw, gb, None, None
+        if torch.is_grad_enabled():  # create_graph: a differentiable backward
+            return _reference_backward(ctx, gy)
+        return _banded_backward(ctx, gy)
+
+
+def _reference_backward(ctx: Any, gy: Tensor) -> tuple[Tensor | None, ...]:
+    x, coef, weight, bias = ctx.saved_tensors
+    inputs = (x, coef, weight, bias)
+    want = [i for i, t in enumerate(inputs) if ctx.needs_input_grad[i] and t is not None]
+    y = banded_reference(x, coef, weight, bias, ctx.spans, ctx.transposed)
+    grads = torch.autograd.grad(y, [inputs[i] for i in want], gy, create_graph=True,
+                                allow_unused=True)
+    out: list[Tensor | None] = [None] * 6
+    for i, g in zip(want, grads, strict=True):
+        out[i] = torch.zeros_like(inputs[i]) if g is None else g  # type: ignore[arg-type]
+    return tuple(out)
+
+
+@torch.no_grad()
+def _banded_backward(ctx: Any, gy: Tensor) -> tuple[Tensor | None, ...]:
+    x, coef, weight, bias = ctx.saved_tensors
+    spans, transposed = ctx.spans, ctx.transposed
+    need_x, need_coef, need_w, need_b = ctx.needs_input_grad[:4]
+    _, m, inp = x.shape
+    out = gy.shape[-1]
+    gx = torch.zeros_like(x) if need_x else None
+    gcoef = torch.zeros_like(coef) if need_coef else None
+    gw = torch.empty_like(weight) if need_w else None
+    gb = torch.zeros_like(bias) if need_b and bias is not None else None
+    for k, runs in enumerate(spans):
+        wk = weight[k] if transposed else weight[k].t()  # [in, out]
+        first = True
+        for lo, hi in runs:
+            g = (gy[lo:hi] * coef[lo:hi, k, None, None]).reshape(-1, out)
+            xk = x[lo:hi].reshape(-1, inp)
+            if gx is not None:
+                gx[lo:hi] += (g @ wk.t()).view(hi - lo, m, inp)
+            if gw is not None:  # [out, in], or [in, out] when transposed
+                left, right = (xk.t(), g) if transposed else (g.t(), xk)
+                if first:
+                    torch.mm(left, right, out=gw[k])
+                else:
+                    gw[k].addmm_(left, right)
+            if gb is not None:
+                gb[k] += g.sum(0)
+            if gcoef is not None:  # recomputed: training never differentiates in s
+                z = xk @ wk
+                if bias is not None:
+                    z += bias[k]
+                gcoef[lo:hi, k] = (gy[lo:hi].reshape(-1, out) * z).view(
+                    hi - lo, -1).sum(1)
+            first = False
+        if gw is not None and first:  # no example holds k
+            gw[k].zero_()
+    return gx, gcoef, gw, gb, None, None
 
 
 def linear_banded(x: Tensor, coef: Tensor, weight: Tensor, bias: Tensor | None, spans: Spans,

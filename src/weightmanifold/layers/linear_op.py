@@ -4,7 +4,7 @@ Because each op is linear in its weight,
 
 .. math:: W(s_i)\\, x_i = \\sum_k a_k(s_i)\\, (W_k x_i),
 
-a batch is computed with only the ``n`` basis tensors in memory. Three paths,
+a batch is computed with only the ``n`` basis tensors in memory. Four paths,
 all exactly equal to materialising :math:`W(s_i)` per example, chosen from
 shapes and from what the caller asked for — never from the values of ``s``:
 
@@ -35,6 +35,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..topology import _checks
 from .base import ManifoldModule
 from .conditioning import Groups, Windows
 
@@ -131,7 +132,7 @@ class ManifoldOp(ManifoldModule):
             len(windows.starts)
         costs = {"basis": work * n + beta * 3 * n * per_tensor,
                  "window": work * w + beta * 6 * g * w * per_tensor}
-        if self._banded:
+        if self._banded and not _checks.transformed():  # its Function has no functorch rule
             features = max(1, x.shape[-1])  # dense: the weight is [out, in] or [in, out]
             outputs = x.numel() // features * (per_tensor // features)
             costs["banded"] = work * w + beta * 3 * n * per_tensor \

@@ -64,6 +64,11 @@ def vmapped() -> bool:
     return any(i.key() == TransformType.Vmap for i in retrieve_all_functorch_interpreters())
 
 
+def transformed() -> bool:
+    """Whether any ``torch.func`` transform (``grad``, ``vjp``, ``jvp``, ``vmap``) is running."""
+    return torch._C._functorch.peek_interpreter_stack() is not None
+
+
 def raise_where(bad: Tensor, message: Callable[[], str], static: str) -> None:
     """Raise ``ValueError(message())`` if any element of ``bad`` is true.
 
