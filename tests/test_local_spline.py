@@ -24,9 +24,23 @@ def knots_and_ends(manifold: wm.BSpline, b: int) -> torch.Tensor:
     return s
 
 
+def assert_basis_and_reference(model, x, s, y):
+    """``y`` (a local path's output) equals the basis path's and ``wm.at``'s per example,
+    and so do its gradients with respect to ``s`` and every parameter."""
+    y_basis = model(x, s=wm.condition(model, s, local=False))
+    assert torch.allclose(y, y_basis, atol=1e-12)
+    ref = torch.cat([wm.at(model, s[i].detach())(x[i:i + 1]) for i in range(len(x))])
+    assert torch.allclose(y, ref, atol=1e-10)
+    params = [s, *model.parameters()]
+    g = torch.autograd.grad(y.pow(2).sum(), params, allow_unused=True)
+    g_basis = torch.autograd.grad(y_basis.pow(2).sum(), params, allow_unused=True)
+    for u, v in zip(g, g_basis, strict=True):  # degree 0: piecewise constant in s
+        assert (u is None and v is None) or torch.allclose(u, v, atol=1e-10)
+
+
 @settings(max_examples=60, deadline=None)
 @given(n=st.integers(2, 14), p=st.integers(0, 4), periodic=st.booleans(), seed=st.integers(0, 99))
-def test_every_non_zero_coefficient_lies_in_its_window(n, p, periodic, seed):
+def test_every_non_zero_coefficient_lies_in_its_window_and_spans(n, p, periodic, seed):
     if n < p + 2:
         return
     torch.manual_seed(seed)
@@ -42,6 +56,14 @@ def test_every_non_zero_coefficient_lies_in_its_window(n, p, periodic, seed):
     assert torch.allclose(w.local.sum(1), torch.ones(64))  # partition of unity, all kept
     assert sorted(w.order.tolist()) == list(range(64))
     assert torch.equal(w.order[w.restore], torch.arange(64))
+    # the banded path's runs: every example in exactly w of them, nothing non-zero outside
+    held = torch.zeros(64, n, dtype=torch.bool)  # in window-sorted order
+    for k, runs in enumerate(w.spans):
+        for lo, hi in runs:
+            assert 0 <= lo < hi <= 64
+            held[lo:hi, k] = True
+    assert (held.sum(1) == m.window).all()
+    assert (a[w.order].abs() * ~held).max() == 0
 
 
 def test_no_window_where_the_support_is_global():
@@ -74,17 +96,7 @@ def test_local_path_equals_the_basis_path_and_the_reference(manifold):
     s = knots_and_ends(manifold, 24).requires_grad_(True)
     local = wm.condition(model, s)
     assert local.windows is not None and len(local.windows[0].starts) > 1
-    y_local = model(x, s=local)
-    y_basis = model(x, s=wm.condition(model, s, local=False))
-    assert torch.allclose(y_local, y_basis, atol=1e-12)
-    ref = torch.cat([wm.at(model, s[i].detach())(x[i:i + 1]) for i in range(len(x))])
-    assert torch.allclose(y_local, ref, atol=1e-10)
-    params = [s, *model.parameters()]
-    g_local = torch.autograd.grad(y_local.pow(2).sum(), params, allow_unused=True)
-    g_basis = torch.autograd.grad(model(x, s=wm.condition(model, s, local=False)).pow(2).sum(),
-                                  params, allow_unused=True)
-    for a, b in zip(g_local, g_basis, strict=True):
-        assert (a is None and b is None) or torch.allclose(a, b, atol=1e-10)
+    assert_basis_and_reference(model, x, s, model(x, s=local))
 
 
 def test_bins_run_one_expert_per_example_and_equal_the_reference():
@@ -172,24 +184,6 @@ def test_path_costs_choose_banded_for_wide_dense_layers_and_windows_for_convolut
     assert big._local_path(torch.zeros(128, 512, 1, 1), windows, 0) == "basis"
 
 
-@settings(max_examples=40, deadline=None)
-@given(n=st.integers(2, 14), p=st.integers(0, 4), periodic=st.booleans(), seed=st.integers(0, 99))
-def test_spans_hold_every_example_in_exactly_its_window(n, p, periodic, seed):
-    if n < p + 2:
-        return
-    torch.manual_seed(seed)
-    m = wm.BSpline(n, degree=p, periodic=periodic)
-    a = m.coefficients(knots_and_ends(m, 40))
-    w = Windows.of(a, m.window, periodic)
-    held = torch.zeros(40, n, dtype=torch.bool)  # in sorted order
-    for k, runs in enumerate(w.spans):
-        for lo, hi in runs:
-            assert 0 <= lo < hi <= 40
-            held[lo:hi, k] = True
-    assert (held.sum(1) == m.window).all()
-    assert (a[w.order].abs() * ~held).max() == 0  # nothing non-zero outside the spans
-
-
 @pytest.mark.parametrize("manifold", [wm.BSpline(12, degree=3), wm.BSpline(9, degree=2,
                                                                             periodic=True),
                                       wm.BSpline(5, degree=0)], ids=repr)
@@ -207,15 +201,7 @@ def test_banded_path_equals_the_basis_path_and_the_reference(manifold):
     s = knots_and_ends(manifold, 30).requires_grad_(True)
     y = model(x, s=s)
     assert len(taken) == 2
-    y_basis = model(x, s=wm.condition(model, s, local=False))
-    assert torch.allclose(y, y_basis, atol=1e-12)
-    ref = torch.cat([wm.at(model, s[i].detach())(x[i:i + 1]) for i in range(len(x))])
-    assert torch.allclose(y, ref, atol=1e-10)
-    params = [s, *model.parameters()]
-    g = torch.autograd.grad(y.pow(2).sum(), params, allow_unused=True)
-    g_basis = torch.autograd.grad(y_basis.pow(2).sum(), params, allow_unused=True)
-    for u, v in zip(g, g_basis, strict=True):  # degree 0: piecewise constant in s
-        assert (u is None and v is None) or torch.allclose(u, v, atol=1e-10)
+    assert_basis_and_reference(model, x, s, y)
 
 
 @pytest.mark.parametrize("kind", ["linear", "transposed"])
