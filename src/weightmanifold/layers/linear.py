@@ -42,6 +42,13 @@ def linear_basis(x: Tensor, weight: Tensor, bias: Tensor | None, a: Tensor, bd: 
     return y.reshape(b, *mid, out).movedim(0, bd)
 
 
+def _product(x: Tensor, weight: Tensor, bias: Tensor | None, k: int,
+             transposed: bool) -> Tensor:
+    """:math:`W_k x + b_k` for rows ``x`` ``[..., in]`` (either weight layout)."""
+    z = x @ (weight[k] if transposed else weight[k].t())
+    return z if bias is None else z + bias[k]
+
+
 def banded_reference(x: Tensor, coef: Tensor, weight: Tensor, bias: Tensor | None,
                      spans: Spans, transposed: bool) -> Tensor:
     """The banded product in plain differentiable ops (``x`` ``[B, M, in]``, sorted by window).
@@ -53,12 +60,8 @@ def banded_reference(x: Tensor, coef: Tensor, weight: Tensor, bias: Tensor | Non
     out = weight.shape[2] if transposed else weight.shape[1]
     pieces = []
     for k, runs in enumerate(spans):
-        wk = weight[k] if transposed else weight[k].t()
         for lo, hi in runs:
-            z = x[lo:hi] @ wk
-            if bias is not None:
-                z = z + bias[k]
-            piece = coef[lo:hi, k, None, None] * z
+            piece = coef[lo:hi, k, None, None] * _product(x[lo:hi], weight, bias, k, transposed)
             pieces.append(nn.functional.pad(piece, (0, 0, 0, 0, lo, x.shape[0] - hi)))
     return torch.stack(pieces).sum(0) if pieces else x.new_zeros(*x.shape[:2], out)
 
@@ -78,11 +81,8 @@ class _BandedLinear(torch.autograd.Function):
         out = weight.shape[2] if transposed else weight.shape[1]
         y = x.new_zeros(b, m, out)
         for k, runs in enumerate(spans):
-            wk = weight[k] if transposed else weight[k].t()  # [in, out]
             for lo, hi in runs:
-                z = x[lo:hi].reshape(-1, inp) @ wk
-                if bias is not None:
-                    z += bias[k]
+                z = _product(x[lo:hi].reshape(-1, inp), weight, bias, k, transposed)
                 y[lo:hi] += coef[lo:hi, k, None, None] * z.view(hi - lo, m, out)
         ctx.save_for_backward(x, coef, weight, bias)
         ctx.spans, ctx.transposed = spans, transposed
@@ -136,9 +136,7 @@ def _banded_backward(ctx: Any, gy: Tensor) -> tuple[Tensor | None, ...]:
             if gb is not None:
                 gb[k] += g.sum(0)
             if gcoef is not None:  # recomputed: training never differentiates in s
-                z = xk @ wk
-                if bias is not None:
-                    z += bias[k]
+                z = _product(xk, weight, bias, k, transposed)
                 gcoef[lo:hi, k] = (gy[lo:hi].reshape(-1, out) * z).view(
                     hi - lo, -1).sum(1)
             first = False
