@@ -30,7 +30,9 @@ as the median step time and its ratio to the plain network in the same rounds:
   at ``n = 12`` the batch is grouped by window of ``p + 1 = 4`` non-zero
   coefficients (eager), ``bspline12-basis`` forces the basis path on all 12,
   ``bspline12-window`` keeps the dense layer off the banded path (per window
-  or the basis path, as before it existed);
+  or the basis path, as before it existed); ``bspline12-sorted`` sorts the
+  batch by ``s`` first (as the diffusion trainer does), so that no layer
+  gathers or scatters its activations;
 * ``precondition``: the metric preconditioning alone (part of the ellipse step);
   ``precondition-r8``: the low-rank block preconditioning alone (part of the
   ``ellipse-r8`` step);
@@ -80,10 +82,13 @@ class Setup:
         return torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     def step(self, model: nn.Module, opt: torch.optim.Optimizer,
-             forward: Callable[[], torch.Tensor]) -> Callable[[], None]:
+             forward: Callable[[], torch.Tensor],
+             y: torch.Tensor | None = None) -> Callable[[], None]:
+        target = self.y if y is None else y
+
         def run() -> None:
             opt.zero_grad()
-            F.cross_entropy(forward(), self.y).backward()
+            F.cross_entropy(forward(), target).backward()
             opt.step()
         return run
 
@@ -128,8 +133,12 @@ class Setup:
                 for m in model.modules():
                     if isinstance(m, wm.layers.ManifoldOp):
                         m._banded = False
+            y = self.y
+            if name.endswith("-sorted"):  # the batch sorted by s: no per-layer gathers
+                order = s.argsort()
+                x, y, s = x[order], y[order], s[order]
             return self.step(model, opt,
-                             lambda: model(x, s=wm.condition(model, s, local=local)))
+                             lambda: model(x, s=wm.condition(model, s, local=local)), y)
         if name.startswith("ellipse-r"):
             rank = int(name.split("-")[1][1:])
             model = wm.manifoldify(self.plain, wm.Ellipse(), rank=capped_rank(rank), init=0.1)
@@ -232,7 +241,7 @@ def _no_grad(net: nn.Module, x: torch.Tensor) -> None:
 
 VARIANTS = ["plain", "ellipse", "ellipse-output-mix", "line", "ellipse-r4", "ellipse-r8",
             "ellipse-r16", "ellipse-r8-joint", "bspline4", "bspline12", "bspline12-basis",
-            "bspline12-window",
+            "bspline12-window", "bspline12-sorted",
             "plain-compiled", "ellipse-compiled",
             "per-example-vmap", "per-example-loop", "condconv", "precondition",
             "precondition-r8", "plain-inference", "at-inference"]
@@ -331,7 +340,7 @@ def main() -> None:
         print(f"low-rank preconditioning is {100 * share:.2f} % of an ellipse-r8 step")
         results["precondition_share_of_ellipse_r8_step"] = share
     if "bspline4" in med:
-        for other in ("bspline12", "bspline12-basis", "bspline12-window"):
+        for other in ("bspline12", "bspline12-basis", "bspline12-window", "bspline12-sorted"):
             if other in med:
                 share = med[other] / med["bspline4"]
                 print(f"{other} step is {share:.2f}x the bspline4 step")

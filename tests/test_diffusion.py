@@ -266,6 +266,27 @@ def test_training_resumes_exactly_after_a_kill(tmp_path):
     assert straight["final"]["loss"] > 0 and len(straight["final"]) == 11  # loss + 10 buckets
 
 
+@pytest.mark.parametrize("method, options, windowed", [
+    ("manifold", {"manifold": "bspline", "manifold_options": {"n": 6}}, True),
+    ("manifold", {"manifold": "line"}, False)])
+def test_training_batches_of_local_manifolds_come_sorted_by_t(tmp_path, monkeypatch, method,
+                                                              options, windowed):
+    """Sorted by t, a B-spline's batch is in window order (no per-layer gathers); other
+    methods see the batch as drawn."""
+    seen: list[bool] = []
+    forward = Denoiser.forward
+
+    def spy(self, x, t):
+        if self.training and t.numel() == 8:  # the training batches
+            seen.append(bool((t[1:] >= t[:-1]).all()))
+        return forward(self, x, t)
+
+    monkeypatch.setattr(Denoiser, "forward", spy)
+    train_denoiser(tiny(method, **options, steps=4), tmp_path, images(), images("test"),
+                   progress=False, log=lambda _: None)
+    assert len(seen) >= 4 and all(seen[:4]) is windowed
+
+
 def test_archived_run_is_not_retrained(tmp_path):
     """A finished run archived without its checkpoint, restored on a fresh machine with
     another thread count, is recognised and not trained again."""

@@ -99,6 +99,67 @@ def test_local_path_equals_the_basis_path_and_the_reference(manifold):
     assert_basis_and_reference(model, x, s, model(x, s=local))
 
 
+@pytest.mark.parametrize("manifold", [wm.BSpline(12, degree=3), wm.BSpline(9, degree=2,
+                                                                            periodic=True)],
+                         ids=repr)
+def test_a_batch_sorted_by_s_skips_the_gathers_and_gives_the_same_answer(manifold):
+    """Sorted by ``s``, a batch is in window order: no gather or scatter of activations,
+    and the windowed and banded paths still equal the basis path and the reference."""
+    torch.manual_seed(2)
+    model = wm.manifoldify(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Flatten(),
+                                         nn.Linear(8 * 12 * 12, 6)), manifold,
+                           init="independent")
+    x = torch.randn(20, 3, 12, 12)
+    s = knots_and_ends(manifold, 20)
+    routes = [layer._local_path(h, wm.condition(model, s).windows[0], 0)
+              for layer, h in ((model.module[0], x), (model.module[2], torch.zeros(20, 1152)))]
+    assert routes == ["window", "banded"]
+    ranked = s.argsort()
+    for order, in_order in ((ranked, True), (ranked.flip(0), False)):
+        si = s[order].clone().requires_grad_(True)
+        cond = wm.condition(model, si)
+        windows = cond.windows[0]
+        assert len(windows.starts) > 2 and windows.in_order is in_order
+        assert torch.equal(windows.order, torch.arange(20)) is in_order
+        calls: list[torch.Size] = []
+        plain = torch.Tensor.index_select
+
+        def spy(t, *args, calls=calls, plain=plain, **kwargs):
+            calls.append(t.shape)
+            return plain(t, *args, **kwargs)
+
+        with pytest.MonkeyPatch.context() as patch:  # count the gathers of activations
+            patch.setattr(torch.Tensor, "index_select", spy)
+            y = model(x[order], s=cond)
+        batched = [c for c in calls if len(c) > 0 and c[0] == 20]
+        assert (len(batched) == 0) is in_order
+        assert_basis_and_reference(model, x[order], si, y)
+    # grouped batches: in order exactly when the stable sort by group is the identity
+    flags = []
+    for s2 in (torch.tensor([0.1] * 3 + [0.7] * 3), torch.tensor([0.7] * 3 + [0.1] * 3)):
+        groups = wm.condition(model, s2, grouped=True).groups[0]
+        assert groups.in_order is torch.equal(groups.order, torch.arange(6))
+        flags.append(groups.in_order)
+        assert torch.allclose(model(x[:6], s=wm.condition(model, s2, grouped=True)),
+                              model(x[:6], s=wm.condition(model, s2, local=False)), atol=1e-12)
+    assert sorted(flags) == [False, True]
+
+
+def test_permute_gathers_both_ways_with_gradients_of_gradients():
+    from weightmanifold.layers.conditioning import permute
+
+    torch.manual_seed(5)
+    x = torch.randn(3, 6, 2, requires_grad=True)
+    order = torch.randperm(6)
+    inverse = order.argsort()
+    assert torch.equal(permute(x, order, inverse, 1), x.index_select(1, order))
+    assert torch.autograd.gradcheck(lambda t: permute(t, order, inverse, 1), (x,))
+    assert torch.autograd.gradgradcheck(lambda t: permute(t, order, inverse, 1) ** 2, (x,))
+    # under torch.func the plain index_select runs
+    g = torch.func.grad(lambda t: permute(t, order, inverse, 1).pow(3).sum())(x.detach())
+    assert torch.allclose(g, 3 * x.detach() ** 2)
+
+
 def test_bins_run_one_expert_per_example_and_equal_the_reference():
     """Experts (``wm.Bins``, unequal bins) have window 1: each example runs its own expert."""
     assert wm.Bins([0.2, 0.5, 0.7]).window == 1 and wm.Bins().window is None

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 import weightmanifold as wm
+from weightmanifold.layers.conditioning import manifolds_of
 
 from .archive import finished_summary, same_run
 from .checkpoint import (
@@ -500,6 +501,8 @@ def train_denoiser(config: DiffusionConfig, out_dir: str | Path, train_images: T
 
     bar = progress_bar(config.steps, config.name, progress, initial=step)
     x_all = _to_unit(train_images)
+    # manifolds with local support (B-splines, experts) group each batch by window
+    windowed = any(m.window is not None for m in manifolds_of(model))
     model.train()
     t0, running = time.perf_counter(), []
     while step < config.steps:
@@ -511,6 +514,9 @@ def train_denoiser(config: DiffusionConfig, out_dir: str | Path, train_images: T
         idx = torch.randint(0, len(x_all), (config.batch_size,), generator=gen)
         t = torch.randint(0, config.timesteps, (config.batch_size,), generator=gen)
         noise = torch.randn(x_all[idx].shape, generator=gen)
+        if windowed:  # sorted by t, the batch is in window order: no per-layer gathers
+            t, order = t.sort(stable=True)
+            idx, noise = idx[order], noise[order]
         x0, t, noise = x_all[idx].to(device), t.to(device), noise.to(device)
         loss = nn.functional.mse_loss(model(add_noise(ddpm, x0, noise, t), t), noise)
         if not torch.isfinite(loss):

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,6 +29,46 @@ from torch import Tensor, nn
 from ..topology import Manifold, _checks
 
 __all__ = ["Conditioning", "Groups", "Windows", "condition", "manifolds_of"]
+
+
+def _sorted(inverse: Tensor) -> bool:
+    """Whether group labels ``[B]`` never decrease (the stable sort is the identity)."""
+    return bool((inverse[1:] >= inverse[:-1]).all()) if len(inverse) > 1 else True
+
+
+class _Permute(torch.autograd.Function):
+    """``x.index_select(bd, order)`` for a permutation ``order`` whose inverse is known:
+    the backward pass gathers with the inverse (autograd's ``index_select`` backward
+    scatters with ``index_add_`` into a zeroed buffer, several times slower on CPU)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, order: Tensor, inverse: Tensor, bd: int) -> Tensor:
+        ctx.save_for_backward(order, inverse)
+        ctx.bd = bd
+        return x.index_select(bd, order)
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None, None, None]:
+        order, inverse = ctx.saved_tensors
+        return permute(g, inverse, order, ctx.bd), None, None, None
+
+
+def permute(x: Tensor, order: Tensor, inverse: Tensor, bd: int) -> Tensor:
+    """``x.index_select(bd, order)`` for a permutation with inverse ``inverse`` (a gather
+    in both directions; plain ``index_select`` under ``torch.func`` transforms)."""
+    if _checks.transformed() or not (x.requires_grad and torch.is_grad_enabled()):
+        return x.index_select(bd, order)
+    return _Permute.apply(x, order, inverse, bd)
+
+
+def gather(x: Tensor, bd: int, grouping: Groups | Windows) -> Tensor:
+    """``x`` with its batch axis ``bd`` in the grouping's order (no copy when in order)."""
+    return x if grouping.in_order else permute(x, grouping.order, grouping.restore, bd)
+
+
+def scatter(y: Tensor, bd: int, grouping: Groups | Windows) -> Tensor:
+    """``y``, computed in the grouping's order, back in the batch's order."""
+    return y if grouping.in_order else permute(y, grouping.restore, grouping.order, bd)
 
 
 @dataclass(frozen=True)
@@ -48,12 +89,15 @@ class Groups:
         restore: the inverse permutation of ``order``, ``[B]`` int64.
         counts: examples per group, Python ints (part of the value's shape: a
             compiled model specialises on them).
+        in_order: whether the batch already comes sorted by group (``order`` is
+            the identity): the layers then skip the gather and scatter.
     """
 
     unique: Tensor
     order: Tensor
     restore: Tensor
     counts: tuple[int, ...]
+    in_order: bool = False
 
     @classmethod
     def of(cls, coefficients: Tensor) -> Groups:
@@ -73,7 +117,8 @@ class Groups:
                               reduce="amin", include_self=False)
         order = torch.argsort(inverse, stable=True)
         counts = torch.bincount(inverse, minlength=len(rows)).tolist()
-        return cls(coefficients[first], order, torch.argsort(order), tuple(counts))
+        return cls(coefficients[first], order, torch.argsort(order), tuple(counts),
+                   _sorted(inverse))
 
     @property
     def num_unique(self) -> int:
@@ -104,8 +149,11 @@ class Windows:
         n: the manifold's ``n`` (window indices wrap modulo ``n`` when periodic).
         local: each example's coefficients on its window, ``[B, w]`` in batch order
             (differentiable with respect to ``s``).
-        order, restore, counts: the examples sorted by window, its inverse, and
-            the examples per window (as :class:`Groups`).
+        order, restore, counts, in_order: the examples sorted by window, its
+            inverse, the examples per window, and whether the batch already comes
+            in that order (as :class:`Groups`). A batch sorted by ``s`` on a
+            B-spline is: sorting a training batch by its conditions saves every
+            layer a gather and a scatter of its activations.
     """
 
     starts: tuple[int, ...]
@@ -115,6 +163,7 @@ class Windows:
     order: Tensor
     restore: Tensor
     counts: tuple[int, ...]
+    in_order: bool = False
 
     @classmethod
     def of(cls, coefficients: Tensor, width: int, periodic: bool) -> Windows:
@@ -139,7 +188,7 @@ class Windows:
         idx = (start[:, None] + torch.arange(width, device=start.device)) % n
         local = coefficients.gather(1, idx)
         return cls(tuple(int(j) for j in starts.tolist()), width, n, local, order,
-                   torch.argsort(order), tuple(counts))
+                   torch.argsort(order), tuple(counts), _sorted(inverse))
 
     def indices(self, u: int) -> list[int]:
         """The basis indices of window ``u`` (of :attr:`starts`)."""

@@ -113,7 +113,7 @@ def _banded_backward(ctx: Any, gy: Tensor) -> tuple[Tensor | None, ...]:
     x, coef, weight, bias = ctx.saved_tensors
     spans, transposed = ctx.spans, ctx.transposed
     need_x, need_coef, need_w, need_b = ctx.needs_input_grad[:4]
-    _, m, inp = x.shape
+    inp = x.shape[-1]
     out = gy.shape[-1]
     gx = torch.zeros_like(x) if need_x else None
     gcoef = torch.zeros_like(coef) if need_coef else None
@@ -125,8 +125,8 @@ def _banded_backward(ctx: Any, gy: Tensor) -> tuple[Tensor | None, ...]:
         for lo, hi in runs:
             g = (gy[lo:hi] * coef[lo:hi, k, None, None]).reshape(-1, out)
             xk = x[lo:hi].reshape(-1, inp)
-            if gx is not None:
-                gx[lo:hi] += (g @ wk.t()).view(hi - lo, m, inp)
+            if gx is not None:  # in place: no temporary the size of the input
+                gx[lo:hi].view(-1, inp).addmm_(g, wk.t())
             if gw is not None:  # [out, in], or [in, out] when transposed
                 left, right = (xk.t(), g) if transposed else (g.t(), xk)
                 if first:

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from ..topology import _checks
 from .base import ManifoldModule
-from .conditioning import Groups, Windows
+from .conditioning import Groups, Windows, gather, scatter
 
 __all__ = ["ManifoldOp"]
 
@@ -154,9 +154,9 @@ class ManifoldOp(ManifoldModule):
         basis path: ``a_k(s_i) = 0`` outside :math:`S_k`. Each example meets
         ``w`` basis tensors; each basis tensor is read once (:meth:`_banded_op`).
         """
-        xs = x.index_select(bd, windows.order)
-        coef = a.to(self.weight.dtype).index_select(0, windows.order)
-        return self._banded_op(xs, coef, windows.spans, bd).index_select(bd, windows.restore)
+        xs = gather(x, bd, windows)
+        coef = gather(a.to(self.weight.dtype), 0, windows)
+        return scatter(self._banded_op(xs, coef, windows.spans, bd), bd, windows)
 
     def _banded_op(self, x: Tensor, coef: Tensor,
                    spans: tuple[tuple[tuple[int, int], ...], ...], bd: int) -> Tensor:
@@ -170,9 +170,8 @@ class ManifoldOp(ManifoldModule):
         zero), at a cost per example that depends on the window's width.
         """
         dtype = self.weight.dtype
-        parts = x.index_select(bd, windows.order).split(list(windows.counts), dim=bd)
-        local = windows.local.to(dtype).index_select(0, windows.order).split(
-            list(windows.counts))
+        parts = gather(x, bd, windows).split(list(windows.counts), dim=bd)
+        local = gather(windows.local.to(dtype), 0, windows).split(list(windows.counts))
         # one gather of every window's basis tensors, split per window: the backward pass
         # accumulates into one buffer (a slice per window would allocate a full-size
         # gradient per window)
@@ -183,7 +182,7 @@ class ManifoldOp(ManifoldModule):
             self.bias.index_select(0, idx).split(windows.width)
         outs = [self._basis_op(part, w, b, a, bd)
                 for part, a, w, b in zip(parts, local, weights, biases, strict=True)]
-        return torch.cat(outs, dim=bd).index_select(bd, windows.restore)
+        return scatter(torch.cat(outs, dim=bd), bd, windows)
 
     def choose_path(self, groups: Groups | None) -> str:
         """``"single"``, ``"shared"`` or ``"basis"`` for a batch of several conditions.
@@ -215,12 +214,12 @@ class ManifoldOp(ManifoldModule):
         return "basis"
 
     def _shared_forward(self, x: Tensor, groups: Groups, bd: int) -> Tensor:
-        parts = x.index_select(bd, groups.order).split(list(groups.counts), dim=bd)
+        parts = gather(x, bd, groups).split(list(groups.counts), dim=bd)
         outs = [
             self._plain(part, *self.materialise(groups.unique[u]))
             for u, part in enumerate(parts)
         ]
-        return torch.cat(outs, dim=bd).index_select(bd, groups.restore)
+        return scatter(torch.cat(outs, dim=bd), bd, groups)
 
     def _mix_inputs(self, inputs_smaller: bool) -> bool:
         if self.mix not in ("auto", "input", "output"):
