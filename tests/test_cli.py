@@ -218,8 +218,9 @@ def test_init_option_takes_a_number_or_a_name_and_rank_an_integer():
 
 
 def test_tuned_preset_chooses_each_arms_learning_rate_on_validation(tmp_path):
-    """preconditioning-tuned: every arm at every learning rate of its grid; the validation
-    split alone chooses one per arm, and the differences compare the chosen runs."""
+    """preconditioning-tuned: every arm at every learning rate of its grid on the first
+    seed; that seed's validation split alone chooses one rate per arm, which then runs on
+    every seed, and the differences compare the chosen runs."""
     from weightmanifold.experiments.presets import ABLATION_LRS
 
     preset = get_preset("preconditioning-tuned")
@@ -245,11 +246,13 @@ def test_tuned_preset_chooses_each_arms_learning_rate_on_validation(tmp_path):
     for label in ("metric", "no-metric"):
         mine = [r for r in rows if r["label"] == label]
         assert sum(r["chosen"] for r in mine) == 1
-        val = {r["name"]: sum(final(r["name"], k)["val_unseen_accuracy"] for k in (0, 1))
-               for r in mine}
+        val = {r["name"]: final(r["name"], 0)["val_unseen_accuracy"] for r in mine}
         pick = next(r for r in mine if r["chosen"])
         assert val[pick["name"]] == max(val.values())
         chosen[label] = pick["name"]
+        for r in mine:  # the grid on seed 0 only; the chosen rate on both seeds
+            assert r["n"] == (2 if r["chosen"] else 1)
+            assert (tmp_path / r["name"] / "seed_1").exists() is r["chosen"]
     diffs = list(csv.DictReader(open(tmp_path / "differences.csv")))
     assert [(d["label"], d["metric"]) for d in diffs] == [
         ("no-metric", "unseen_accuracy"), ("no-metric", "seen_accuracy")]
@@ -257,9 +260,15 @@ def test_tuned_preset_chooses_each_arms_learning_rate_on_validation(tmp_path):
                    - final(chosen["no-metric"], k)["unseen_accuracy"] for k in (0, 1)) / 2
     assert float(diffs[0]["difference"]) == pytest.approx(expected)
     saved = json.loads((tmp_path / "results.json").read_text())["tuning"]
-    assert saved["chosen_by"] == "val_unseen_accuracy"
+    assert saved["chosen_by"] == "val_unseen_accuracy" and saved["tuned_on_seeds"] == [0]
     assert sorted(saved["chosen"]) == sorted(chosen.values())
     assert "chosen by validation" in (tmp_path / "tables.md").read_text()
+    # a chosen rate that diverges on a later seed stops the sweep with a clear error
+    path = tmp_path / chosen["metric"] / "seed_1" / "summary.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "status": "diverged"}))
+    with pytest.raises(RuntimeError, match="chosen on seeds \\[0\\] diverged on a later"):
+        run_sweep(preset, tmp_path, seeds=[0, 1], overrides={**tiny, "validation": 64},
+                  log=lambda m: None, progress=False, figures=False)
 
 
 def test_tuning_needs_a_validation_split():

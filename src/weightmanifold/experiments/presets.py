@@ -162,6 +162,9 @@ class Preset:
             and x, the value with the best validation metric (mean over seeds;
             the configurations need a ``validation`` split). Results list every
             value; differences compare the chosen ones.
+        tune_seeds: with ``tune``, how many of the sweep's seeds (the first ones)
+            run the whole grid; the chosen value then runs on every seed
+            (``None``: every seed runs the whole grid).
     """
 
     name: str
@@ -173,6 +176,7 @@ class Preset:
     reference: str = "ellipse"
     reference_side: str = "left"
     tune: tuple[str, tuple[Any, ...]] | None = None
+    tune_seeds: int | None = None
 
     def runs(self, scale: str = "cpu") -> list[PresetRun]:
         """The configurations at ``scale`` ("cpu" or "paper").
@@ -349,9 +353,10 @@ PRESETS: dict[str, Preset] = {
                reference="metric"),
         Preset("preconditioning-tuned", "ellipse with vs without the metric, each at its own "
                "learning rate chosen on a validation split (lr "
-               + ", ".join(f"{v:g}" for v in ABLATION_LRS) + "): geometry apart from step "
-               "size", "-", "precondition", "unseen_accuracy", _tuned_ablation,
-               reference="metric", tune=("lr", ABLATION_LRS)),
+               + ", ".join(f"{v:g}" for v in ABLATION_LRS) + ", on the first seed; the "
+               "chosen rate then runs on every seed): geometry apart from step size", "-",
+               "precondition", "unseen_accuracy", _tuned_ablation,
+               reference="metric", tune=("lr", ABLATION_LRS), tune_seeds=1),
         Preset("unconditioned-converged", "ellipse with a random s per example vs the point "
                "network and its width-matched twin (paper CNN), trained until the "
                "validation curves flatten", "Fig. 4b", None, "test_accuracy",

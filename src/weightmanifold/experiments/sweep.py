@@ -303,27 +303,40 @@ def run_sweep(preset: Preset, root: str | Path, *, scale: str = "cpu",
                          "overridden")
     runs = [dataclasses.replace(r, config=r.config.replace(**changes)) for r in runs]
     seeds = list(seeds) if seeds is not None else preset.seeds(scale)
+    # a grid tuned on its first seeds runs those first; the chosen values then run on all
+    grid_seeds = seeds if preset.tune is None or preset.tune_seeds is None \
+        else seeds[:preset.tune_seeds]
     cache: dict[tuple, RunData] = {}
-    aggregates = []
-    for i, run in enumerate(runs):
-        c = run.config
+
+    def run_all(i: int, run_seeds_: list[int]) -> dict[str, Any] | None:
+        c = runs[i].config
         key = (c.dataset, c.data_dir, c.train_subset, c.test_subset, c.validation)
         if key not in cache:
             cache[key] = load_run_data(c)
-        log(f"[{i + 1}/{len(runs)}] {c.name} ({run.label}, x={run.x}), seeds {seeds}")
+        log(f"[{i + 1}/{len(runs)}] {c.name} ({runs[i].label}, x={runs[i].x}), "
+            f"seeds {run_seeds_}")
         # in a tuned grid a learning rate too large to train is a result, not an error
-        aggregates.append(run_seeds(c, seeds, root / c.name.split("/")[-1], data=cache[key],
-                                    diverged_ok=preset.tune is not None, progress=progress,
-                                    log=log))
+        return run_seeds(c, run_seeds_, root / c.name.split("/")[-1], data=cache[key],
+                         diverged_ok=preset.tune is not None, progress=progress, log=log)
+
+    aggregates = [run_all(i, grid_seeds) for i in range(len(runs))]
     chosen, tuning = list(range(len(runs))), None
     if preset.tune is not None:
         chosen, selection = select_tuned(runs, aggregates, preset.metric)
         key = preset.tune[0]
         tuning = {"key": key, "grid": list(preset.tune[1]), "chosen_by": selection,
+                  "tuned_on_seeds": grid_seeds,
                   "chosen": [runs[i].config.name.split("/")[-1] for i in chosen],
                   "diverged": [r.config.name.split("/")[-1]
                                for r, a in zip(runs, aggregates, strict=True) if a is None]}
-        log(f"chosen by {selection}: {', '.join(tuning['chosen'])}")
+        log(f"chosen by {selection} on seeds {grid_seeds}: {', '.join(tuning['chosen'])}")
+        if grid_seeds != seeds:
+            for i in chosen:
+                aggregates[i] = run_all(i, seeds)
+                if aggregates[i] is None:
+                    raise RuntimeError(
+                        f"{runs[i].config.name}: the {key} chosen on seeds {grid_seeds} "
+                        f"diverged on a later seed of {seeds}; see its runs' summary.json")
     trained = [i for i, a in enumerate(aggregates) if a is not None]
     rows = sweep_rows([runs[i] for i in trained], [aggregates[i] for i in trained], root)
     if preset.tune is not None:
