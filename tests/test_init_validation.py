@@ -112,6 +112,7 @@ def test_init_preset_sweeps_eps_fraction_and_baselines():
     assert {f"ellipse-eps{e:g}" for e in INIT_SCALES} <= labels
     assert {"plain", "plain-wide", "experts", "ellipse-independent"} <= labels
     assert {r.x for r in runs} == {0.1, 0.25}
+    assert len(runs) == 2 * (len(INIT_SCALES) + 4)  # no low-rank rows: see the preset
     for r in runs:
         assert r.config.validation == 5000 and r.config.train_subset is None
         assert r.config.test_subset is None and r.config.epochs == 10
