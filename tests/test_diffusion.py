@@ -356,3 +356,18 @@ def test_cli_sweep_diffusion_refuses_options_that_do_not_apply(capsys):
 
     assert main(["sweep", "diffusion", "--x", "0.1"]) == 2
     assert "--x does not apply" in capsys.readouterr().err
+
+
+def test_the_step_bench_runs_the_trainers_step_for_every_variant():
+    """bench/diffusion_step.py builds each variant as the preset does and steps it."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "bench" / "diffusion_step.py"
+    spec = importlib.util.spec_from_file_location("diffusion_step", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for name in bench.VARIANTS:
+        step = bench.make_step(name, batch=6)
+        step()  # builds the optimiser state
+        step()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -12,6 +14,18 @@ import weightmanifold as wm
 from weightmanifold.layers.conditioning import Windows
 
 pytestmark = pytest.mark.usefixtures("float64")
+
+
+@pytest.fixture
+def free_calls(monkeypatch):
+    """Calls cost nothing in the path cost models: the tiny test layers take the window
+    and banded paths (one call per window), as large layers do, instead of the basis
+    path or merged runs that the per-call cost makes cheapest for them."""
+    from weightmanifold.layers.conv import _ManifoldConvNd
+    from weightmanifold.layers.linear_op import ManifoldOp
+
+    monkeypatch.setattr(ManifoldOp, "_CALL_COST", 0.0)
+    monkeypatch.setattr(_ManifoldConvNd, "_CALL_COST", 0.0)
 
 
 def knots_and_ends(manifold: wm.BSpline, b: int) -> torch.Tensor:
@@ -89,6 +103,7 @@ class Net(nn.Module):
 @pytest.mark.parametrize("manifold", [wm.BSpline(12, degree=3), wm.BSpline(9, degree=2,
                                                                             periodic=True),
                                       wm.BSpline(5, degree=0)], ids=repr)
+@pytest.mark.usefixtures("free_calls")
 def test_local_path_equals_the_basis_path_and_the_reference(manifold):
     torch.manual_seed(0)
     model = wm.manifoldify(Net(), manifold, init="independent")
@@ -102,6 +117,7 @@ def test_local_path_equals_the_basis_path_and_the_reference(manifold):
 @pytest.mark.parametrize("manifold", [wm.BSpline(12, degree=3), wm.BSpline(9, degree=2,
                                                                             periodic=True)],
                          ids=repr)
+@pytest.mark.usefixtures("free_calls")
 def test_a_batch_sorted_by_s_skips_the_gathers_and_gives_the_same_answer(manifold):
     """Sorted by ``s``, a batch is in window order: no gather or scatter of activations,
     and the windowed and banded paths still equal the basis path and the reference."""
@@ -160,6 +176,7 @@ def test_permute_gathers_both_ways_with_gradients_of_gradients():
     assert torch.allclose(g, 3 * x.detach() ** 2)
 
 
+@pytest.mark.usefixtures("free_calls")
 def test_bins_run_one_expert_per_example_and_equal_the_reference():
     """Experts (``wm.Bins``, unequal bins) have window 1: each example runs its own expert."""
     assert wm.Bins([0.2, 0.5, 0.7]).window == 1 and wm.Bins().window is None
@@ -176,6 +193,7 @@ def test_bins_run_one_expert_per_example_and_equal_the_reference():
     assert torch.allclose(y, ref, atol=1e-10)
 
 
+@pytest.mark.usefixtures("free_calls")
 def test_conv2d_local_path_and_grouped_batches():
     torch.manual_seed(1)
     manifold = wm.BSpline(10, degree=3)
@@ -193,6 +211,7 @@ def test_conv2d_local_path_and_grouped_batches():
                           model(x, s=wm.condition(model, few, local=False)), atol=1e-12)
 
 
+@pytest.mark.usefixtures("free_calls")
 def test_local_path_is_taken_and_costs_a_window_of_basis_tensors():
     """Counted FLOPs: the local path of a 12-point cubic spline does the arithmetic of 4."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -340,3 +359,96 @@ def test_banded_path_second_order_and_torch_func():
                               [params["weight"], params["bias"]])
     assert torch.allclose(g["weight"], ref[0], atol=1e-9)
     assert torch.allclose(g["bias"], ref[1], atol=1e-9)
+
+
+def _partitions(g: int):
+    """Every split of windows 0..g-1 into runs of consecutive windows."""
+    for cuts in range(1 << max(0, g - 1)):
+        runs, first = [], 0
+        for u in range(g - 1):
+            if cuts >> u & 1:
+                runs.append((first, u))
+                first = u + 1
+        runs.append((first, g - 1))
+        yield tuple(runs)
+
+
+@settings(max_examples=80, deadline=None)
+@given(n=st.integers(3, 12), width=st.integers(1, 4), data=st.data(),
+       work=st.floats(0, 1e3), moved=st.floats(0, 1e3), call=st.floats(0, 1e5))
+def test_merge_windows_is_the_cheapest_partition(n, width, data, work, moved, call):
+    """The dynamic programme's runs cost what they say and no partition costs less."""
+    from weightmanifold.layers.linear_op import merge_windows
+
+    if width > n:
+        return
+    starts = tuple(sorted(data.draw(st.sets(st.integers(0, n - width), min_size=1,
+                                            max_size=8))))
+    counts = tuple(data.draw(st.lists(st.integers(1, 20), min_size=len(starts),
+                                      max_size=len(starts))))
+
+    def cost(runs):
+        total = 0.0
+        for u, v in runs:
+            m = starts[v] - starts[u] + width
+            if m > n:
+                return float("inf")
+            total += sum(counts[u:v + 1]) * work * m + moved * m + call
+        return total
+
+    best, runs = merge_windows(starts, counts, width, n, work, moved, call)
+    assert runs[0][0] == 0 and runs[-1][1] == len(starts) - 1
+    assert all(b[0] == a[1] + 1 for a, b in itertools.pairwise(runs))
+    assert best == pytest.approx(cost(runs))
+    assert best <= min(cost(p) for p in _partitions(len(starts))) * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("manifold", [wm.BSpline(12, degree=3), wm.BSpline(9, degree=2,
+                                                                            periodic=True)],
+                         ids=repr)
+@pytest.mark.parametrize("order", ["sorted", "drawn"])
+def test_merged_runs_of_windows_equal_the_basis_path_and_the_reference(manifold, order,
+                                                                       monkeypatch):
+    """With calls made expensive, consecutive windows share a call on the basis tensors
+    they span (an example sits at its window's offset in the run): values and gradients,
+    ``s`` included, are the basis path's and ``wm.at``'s."""
+    from weightmanifold.layers.conv import _ManifoldConvNd
+    from weightmanifold.layers.linear_op import ManifoldOp
+
+    torch.manual_seed(6)
+    model = wm.manifoldify(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(),
+                                         nn.Flatten(), nn.Linear(4 * 5 * 5, 3)), manifold,
+                           init="independent")
+    x = torch.randn(24, 3, 5, 5)
+    s = knots_and_ends(manifold, 24)
+    if order == "sorted":
+        ranked = s.argsort()
+        x, s = x[ranked], s[ranked]
+    s.requires_grad_(True)
+    monkeypatch.setattr(ManifoldOp, "_CALL_COST", 1e12)
+    monkeypatch.setattr(_ManifoldConvNd, "_CALL_COST", 1e12)
+    runs = []
+    for layer in (model.module[0], model.module[3]):
+        monkeypatch.setattr(layer, "_local_path", lambda *args: "window")
+    conv, windows = model.module[0], wm.condition(model, s).windows[0]
+    runs = conv._local_costs(x, windows, 0)["window"][1]
+    assert len(runs) < len(windows.starts) and any(u < v for u, v in runs)
+    assert_basis_and_reference(model, x, s, model(x, s=wm.condition(model, s)))
+
+
+def test_small_convolutions_merge_windows_and_large_ones_do_not():
+    """The per-call cost: a 32-channel convolution at 4 × 4 on 64 examples (the diffusion
+    preset's UNet) runs its windows in a few merged calls, one at 32 × 32 on 128 examples
+    (the paper CNN) in one call per window."""
+    manifold = wm.BSpline(12, degree=3)
+    s = torch.linspace(0, 1, 128)
+    small = wm.ManifoldConv2d(manifold, 32, 32, 3, padding=1)
+    windows = wm.condition(small, s[::2]).windows[0]
+    assert len(windows.starts) == 9
+    assert small._local_path(torch.zeros(64, 32, 4, 4), windows, 0) == "window"
+    runs = small._local_costs(torch.zeros(64, 32, 4, 4), windows, 0)["window"][1]
+    assert 1 < len(runs) < 9
+    large = wm.ManifoldConv2d(manifold, 32, 64, 3, padding=1)
+    windows = wm.condition(large, s).windows[0]
+    runs = large._local_costs(torch.zeros(128, 32, 32, 32), windows, 0)["window"][1]
+    assert runs == tuple((u, u) for u in range(9))

@@ -194,6 +194,10 @@ class Windows:
         """The basis indices of window ``u`` (of :attr:`starts`)."""
         return [(self.starts[u] + o) % self.n for o in range(self.width)]
 
+    def run_counts(self, runs: tuple[tuple[int, int], ...]) -> list[int]:
+        """The examples of each run ``(u, v)`` of consecutive windows (inclusive)."""
+        return [sum(self.counts[u:v + 1]) for u, v in runs]
+
     @cached_property
     def spans(self) -> tuple[tuple[tuple[int, int], ...], ...]:
         """For each basis index ``k``, the runs ``(lo, hi)`` of positions in :attr:`order`

@@ -121,6 +121,10 @@ class _ManifoldConvNd(ManifoldOp):
             y = y + (a @ bias).reshape(b, cout, *([1] * self._dims))
         return self._like_input(y, x)
 
+    #: a small convolution's backward pass costs about 0.2–0.3 ms on two CPU cores
+    #: whatever its batch (bench/README.md): fewer, wider calls win on small layers
+    _CALL_COST = 1.5e7
+
     def _work_per_example(self, x: Tensor, bd: int) -> float:
         return math.prod(self._out_spatial(x.shape[2:])) * self.weight[0].numel()
 

@@ -19,9 +19,12 @@ shapes and from what the caller asked for — never from the values of ``s``:
   coefficients at any ``s``) whose examples the conditioning grouped by window
   (:class:`~weightmanifold.layers.conditioning.Windows`, eager, automatic):
   either the basis path below per window, on its ``p + 1`` basis tensors only
-  (convolutions), or — for dense layers, whose weights cost more to move than
-  their outputs — one op per basis tensor ``k`` on the examples whose window
-  holds ``k`` (every basis tensor read once, ``p + 1`` products per example);
+  (convolutions; on small layers, where a call costs more than its arithmetic,
+  runs of consecutive windows share one call on the few more basis tensors
+  they span, :func:`merge_windows`), or — for dense layers, whose weights cost
+  more to move than their outputs — one op per basis tensor ``k`` on the
+  examples whose window holds ``k`` (every basis tensor read once, ``p + 1``
+  products per example);
 * **basis** — otherwise: one op on the stacked basis, either with ``n×`` the
   output channels whose outputs are mixed per example with :math:`a_k(s_i)`, or
   (when the input is the smaller side) on inputs pre-scaled by :math:`a_k(s_i)`
@@ -32,6 +35,9 @@ shapes and from what the caller asked for — never from the values of ``s``:
 
 from __future__ import annotations
 
+import functools
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -39,7 +45,59 @@ from ..topology import _checks
 from .base import ManifoldModule
 from .conditioning import Groups, Windows, gather, scatter
 
-__all__ = ["ManifoldOp"]
+__all__ = ["ManifoldOp", "merge_windows"]
+
+
+@functools.lru_cache(maxsize=4096)
+def merge_windows(starts: tuple[int, ...], counts: tuple[int, ...], width: int, n: int,
+                  work: float, moved: float, call: float
+                  ) -> tuple[float, tuple[tuple[int, int], ...]]:
+    r"""The cheapest way to run a batch grouped by window in calls of consecutive windows.
+
+    Window ``u`` (its first basis index ``starts[u]``, ascending) holds ``counts[u]``
+    examples. A run of windows ``u..v`` runs as one call of the basis path on the
+    ``m = starts[v] - starts[u] + width`` basis tensors it spans (at most ``n``);
+    its cost is
+
+    .. math:: B_{uv}\,\mathrm{work}\; m + \mathrm{moved}\; m + \mathrm{call},
+
+    with :math:`B_{uv}` its examples. The partition of minimal total cost, by dynamic
+    programming over the windows (:math:`O(G^2)` for ``G`` windows).
+
+    Args:
+        starts, counts, width, n: as in :class:`~weightmanifold.layers.conditioning.Windows`.
+        work: multiply-adds of one example against one basis tensor.
+        moved: cost of moving one basis tensor (and its gradient) for one call.
+        call: the fixed cost of one call.
+
+    Returns:
+        The total cost and the runs ``(u, v)`` (inclusive window indices, in order).
+
+    Examples:
+        >>> merge_windows((0, 1, 2), (5, 5, 5), 4, 6, work=1.0, moved=0.0, call=0.0)
+        (60.0, ((0, 0), (1, 1), (2, 2)))
+        >>> merge_windows((0, 1, 2), (5, 5, 5), 4, 6, work=1.0, moved=0.0, call=100.0)
+        (190.0, ((0, 2),))
+    """
+    g = len(starts)
+    prefix = [0]
+    for c in counts:
+        prefix.append(prefix[-1] + c)
+    best: list[float] = [0.0] + [math.inf] * g
+    back = [0] * (g + 1)
+    for v in range(1, g + 1):  # the runs of windows 0..v-1, the last one u..v-1
+        for u in range(v - 1, -1, -1):
+            m = starts[v - 1] - starts[u] + width
+            if m > n:
+                break
+            cost = best[u] + (prefix[v] - prefix[u]) * work * m + moved * m + call
+            if cost < best[v]:
+                best[v], back[v] = cost, u
+    runs, v = [], g
+    while v > 0:
+        runs.append((back[v], v - 1))
+        v = back[v]
+    return best[g], tuple(reversed(runs))
 
 
 class ManifoldOp(ManifoldModule):
@@ -108,36 +166,53 @@ class ManifoldOp(ManifoldModule):
     _banded = False
     #: floating-point operations that moving one value costs, in the path cost models
     _FLOPS_PER_VALUE = 16
+    #: multiply-adds that one more call of the op costs, forward and backward, in the
+    #: cost model of the local paths: about 50 µs for a small matrix product on two
+    #: CPU cores (convolutions override it: bench/README.md)
+    _CALL_COST = 2.5e6
 
     def _local_path(self, x: Tensor, windows: Windows, bd: int) -> str:
         """``"basis"``, ``"window"`` or ``"banded"``: the cheapest, from shapes alone.
 
-        Counting multiply-adds plus ``_FLOPS_PER_VALUE`` per value moved:
+        Counting multiply-adds, plus ``_FLOPS_PER_VALUE`` per value moved and
+        ``_CALL_COST`` per call of the op:
 
         * basis: ``B · work · n``, and the ``n`` basis tensors moved about three
-          times (forward, gradient, optimiser);
-        * window: ``B · work · w``, but every window's ``w`` tensors are gathered,
-          read, and their gradients written and scattered (about six passes over
-          ``G · w`` tensors for ``G`` windows);
+          times (forward, gradient, optimiser); one call;
+        * window: runs of consecutive windows merged into one call each
+          (:func:`merge_windows`: ``B_r · work · m_r`` for a run of ``B_r``
+          examples spanning ``m_r >= w`` basis tensors, each run's tensors
+          gathered, read, and their gradients written and scattered: about six
+          passes), the runs chosen to minimise that cost — one run per window
+          when calls are cheap against the arithmetic, fewer, wider runs when
+          they are not (small layers, where a convolution's backward pass costs
+          about the same whatever its batch);
         * banded (dense layers): ``B · work · w`` with the ``n`` basis tensors moved
           as on the basis path, plus the input gathered once and ``w`` partial
-          outputs per example accumulated (forward and backward).
+          outputs per example accumulated (forward and backward), ``n`` calls.
 
         A wide dense layer at small batch (2048 → 512 on 128 examples) takes the
         banded path; convolutions over images take the windows.
         """
+        costs = self._local_costs(x, windows, bd)
+        return min(costs, key=lambda k: costs[k][0])
+
+    def _local_costs(self, x: Tensor, windows: Windows,
+                     bd: int) -> dict[str, tuple[float, tuple[tuple[int, int], ...]]]:
+        """The cost of each local route, with the runs of windows of the window route."""
         per_tensor = self.weight[0].numel()
-        work = x.shape[bd] * self._work_per_example(x, bd)
-        beta, n, w, g = self._FLOPS_PER_VALUE, self.manifold.n, windows.width, \
-            len(windows.starts)
-        costs = {"basis": work * n + beta * 3 * n * per_tensor,
-                 "window": work * w + beta * 6 * g * w * per_tensor}
+        work = self._work_per_example(x, bd)
+        beta, call, n = self._FLOPS_PER_VALUE, self._CALL_COST, self.manifold.n
+        costs = {"basis": (x.shape[bd] * work * n + beta * 3 * n * per_tensor + call, ()),
+                 "window": merge_windows(windows.starts, windows.counts, windows.width,
+                                         n, work, beta * 6 * per_tensor, call)}
         if self._banded and not _checks.transformed():  # its Function has no functorch rule
+            w = windows.width
             features = max(1, x.shape[-1])  # dense: the weight is [out, in] or [in, out]
             outputs = x.numel() // features * (per_tensor // features)
-            costs["banded"] = work * w + beta * 3 * n * per_tensor \
-                + beta * (2 * x.numel() + 3 * w * outputs)
-        return min(costs, key=costs.__getitem__)
+            costs["banded"] = (x.shape[bd] * work * w + beta * 3 * n * per_tensor
+                               + beta * (2 * x.numel() + 3 * w * outputs) + call * n, ())
+        return costs
 
     def _work_per_example(self, x: Tensor, bd: int) -> float:
         """Multiply-adds of one example against one basis tensor (dense: positions × size)."""
@@ -164,24 +239,47 @@ class ManifoldOp(ManifoldModule):
         raise NotImplementedError
 
     def _local_forward(self, x: Tensor, windows: Windows, bd: int) -> Tensor:
-        """The basis path per window of non-zero coefficients: ``w`` basis tensors, not ``n``.
+        """The basis path per run of windows of non-zero coefficients: ``w`` basis tensors
+        per example (or the few more of a merged run), not ``n``.
 
         Exactly the basis path (the coefficients outside an example's window are
-        zero), at a cost per example that depends on the window's width.
+        zero), at a cost per example that depends on the window's width. The runs
+        of consecutive windows that share one call are chosen by the cost model
+        (:meth:`_local_costs`, :func:`merge_windows`).
         """
-        dtype = self.weight.dtype
-        parts = gather(x, bd, windows).split(list(windows.counts), dim=bd)
-        local = gather(windows.local.to(dtype), 0, windows).split(list(windows.counts))
-        # one gather of every window's basis tensors, split per window: the backward pass
-        # accumulates into one buffer (a slice per window would allocate a full-size
-        # gradient per window)
-        idx = torch.tensor([k for u in range(len(windows.starts)) for k in windows.indices(u)],
-                           device=self.weight.device)
-        weights = self.weight.index_select(0, idx).split(windows.width)
+        runs = self._local_costs(x, windows, bd)["window"][1]
+        dtype, w, n = self.weight.dtype, windows.width, windows.n
+        parts = gather(x, bd, windows).split(windows.run_counts(runs), dim=bd)
+        local = gather(windows.local.to(dtype), 0, windows)
+        # each run's coefficients on its span of basis tensors: an example of window u
+        # sits at offset starts[u] - starts[first window of the run]
+        coefs, lo = [], 0
+        for first, last in runs:
+            count = sum(windows.counts[first:last + 1])
+            part = local[lo:lo + count]
+            lo += count
+            if first == last:
+                coefs.append(part)
+                continue
+            span = windows.starts[last] - windows.starts[first] + w
+            offsets = torch.repeat_interleave(
+                torch.tensor([windows.starts[u] - windows.starts[first]
+                              for u in range(first, last + 1)], device=part.device),
+                torch.tensor(windows.counts[first:last + 1], device=part.device))
+            cols = offsets[:, None] + torch.arange(w, device=part.device)
+            coefs.append(part.new_zeros(count, span).scatter(1, cols, part))
+        # one gather of every run's basis tensors, split per run: the backward pass
+        # accumulates into one buffer (a slice per run would allocate a full-size
+        # gradient per run)
+        spans = [c.shape[1] for c in coefs]
+        idx = torch.tensor([(windows.starts[first] + o) % n
+                            for (first, _), m in zip(runs, spans, strict=True)
+                            for o in range(m)], device=self.weight.device)
+        weights = self.weight.index_select(0, idx).split(spans)
         biases = [None] * len(weights) if self.bias is None else \
-            self.bias.index_select(0, idx).split(windows.width)
-        outs = [self._basis_op(part, w, b, a, bd)
-                for part, a, w, b in zip(parts, local, weights, biases, strict=True)]
+            self.bias.index_select(0, idx).split(spans)
+        outs = [self._basis_op(part, wt, b, a, bd)
+                for part, a, wt, b in zip(parts, coefs, weights, biases, strict=True)]
         return scatter(torch.cat(outs, dim=bd), bd, windows)
 
     def choose_path(self, groups: Groups | None) -> str:
