@@ -198,6 +198,36 @@ def test_sweep_whose_variable_is_the_method_pairs_across_values(tmp_path):
     assert float(diffs[0]["difference"]) == pytest.approx(expected)
 
 
+def test_sweep_reports_the_gap_and_draws_seen_and_gap_curves(tmp_path):
+    """results.csv carries the gap (seen minus unseen accuracy, per seed, then mean ± std)
+    on the test set and the validation split; with a validation split the seen accuracy
+    and the gap are drawn over training beside the unseen accuracy."""
+    preset = get_preset("preconditioning-ablation")
+    run_sweep(preset, tmp_path, seeds=[0, 1], log=lambda m: None, progress=False,
+              overrides={**TINY_OVERRIDES, "validation": 64, "epochs": 2})
+    rows = {r["label"]: r for r in csv.DictReader(open(tmp_path / "results.csv"))}
+    for label in ("metric", "no-metric"):
+        finals = [json.loads((tmp_path / label / f"seed_{k}" / "summary.json").read_text())
+                  ["final"] for k in (0, 1)]
+        for prefix in ("", "val_"):
+            gaps = [f[f"{prefix}seen_accuracy"] - f[f"{prefix}unseen_accuracy"] for f in finals]
+            assert float(rows[label][f"{prefix}gap_mean"]) == pytest.approx(sum(gaps) / 2)
+            assert float(rows[label][f"{prefix}gap_std"]) == pytest.approx(
+                abs(gaps[0] - gaps[1]) / 2 ** 0.5)
+        per_epoch = {}
+        for k in (0, 1):
+            for m in csv.DictReader(open(tmp_path / label / f"seed_{k}" / "metrics.csv")):
+                if m["val_seen_accuracy"]:
+                    per_epoch.setdefault(int(m["epoch"]), []).append(
+                        float(m["val_seen_accuracy"]) - float(m["val_unseen_accuracy"]))
+        drawn = {int(r["epoch"]): float(r["val_gap_mean"])
+                 for r in csv.DictReader(open(tmp_path / "curves_gap.csv"))
+                 if r["label"] == label}
+        assert drawn == pytest.approx({e: sum(v) / len(v) for e, v in per_epoch.items()})
+    assert (tmp_path / "curves_gap.png").exists() and (tmp_path / "curves_seen.png").exists()
+    assert "| unseen | gap |" in (tmp_path / "tables.md").read_text()
+
+
 def test_optimizers_preset_gives_adamw_weight_decay():
     configs = {r.label: r.config for r in get_preset("optimizers").runs("cpu")}
     assert configs["adamw"].weight_decay > 0

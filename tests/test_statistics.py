@@ -72,7 +72,8 @@ def test_markdown_tables_format_results_and_differences():
 
     rows = [{"label": "line", "x": None, "n": 3, "test_accuracy_mean": 0.5123,
              "test_accuracy_std": 0.0049, "seen_accuracy_mean": 0.6, "seen_accuracy_std": 0.01,
-             "unseen_accuracy_mean": 0.2, "unseen_accuracy_std": 0.02, "parameters": 1376276,
+             "unseen_accuracy_mean": 0.2, "unseen_accuracy_std": 0.02, "gap_mean": 0.4,
+             "gap_std": 0.015, "parameters": 1376276,
              "train_flops_per_example": 95649792.0, "wall_time_s": 49.6},
             {"label": "plain", "x": None, "n": 3, "test_accuracy_mean": "0.5",
              "test_accuracy_std": "", "seen_accuracy_mean": "", "unseen_accuracy_mean": None,
@@ -83,8 +84,9 @@ def test_markdown_tables_format_results_and_differences():
               "reference_flops": 95649792.0, "flops": 47824896.0}]
     text = markdown_tables(rows, diffs)
     lines = text.splitlines()
-    assert lines[2] == "| line | 51.2 ± 0.5 | 60.0 ± 1.0 | 20.0 ± 2.0 | 3 | 1,376,276 | 96 | 50 |"
-    assert lines[3] == "| plain | 50.0 | – | – | 3 | 688,138 | – | – |"
+    assert lines[2] == ("| line | 51.2 ± 0.5 | 60.0 ± 1.0 | 20.0 ± 2.0 | 40.0 ± 1.5 | 3 | "
+                        "1,376,276 | 96 | 50 |")
+    assert lines[3] == "| plain | 50.0 | – | – | – | 3 | 688,138 | – | – |"
     assert lines[-1] == ("| line − plain | unseen accuracy | −3.5 | [−6.1, +0.2] | 3 | "
                          "1,376,276 / 688,138 | 96 / 48 |")
     assert "line minus each method" in text

@@ -4,7 +4,8 @@ A sweep directory ``runs/<preset>/`` holds one directory per configuration
 (``<config>/seed_<k>/`` plus that configuration's ``aggregate.json``), and::
 
     results.csv / results.json      one row per configuration: label, x, mean ± std
-                                    of every final metric over the seeds, parameters,
+                                    of every final metric over the seeds (gap: seen
+                                    minus unseen accuracy, per seed), parameters,
                                     counted training FLOPs per example, wall time
     differences.csv                 the preset's reference method minus each other
                                     method, paired by seed, with a 95 % t interval
@@ -14,7 +15,10 @@ A sweep directory ``runs/<preset>/`` holds one directory per configuration
     by_condition.png / .csv         accuracy per condition bin of each method (at
                                     the sparsest x; every method when x is the method)
     curves.png / .csv               the metric over training per configuration,
-                                    mean ± std over the seeds
+                                    mean ± std over the seeds (with a validation
+                                    split and unseen conditions, also
+                                    curves_seen and curves_gap: seen accuracy and
+                                    seen minus unseen over training)
     tables.md                       results.csv and differences.csv as Markdown
                                     tables (percent, mean ± std), ready to paste
 
@@ -36,8 +40,8 @@ from .trainer import RunData, load_run_data, run_seeds
 __all__ = ["METRICS", "markdown_tables", "paired_difference", "paired_differences", "run_sweep",
            "select_tuned", "sweep_rows", "t_quantile_975"]
 
-METRICS = ("test_accuracy", "seen_accuracy", "unseen_accuracy", "test_loss", "train_loss",
-           "val_accuracy", "val_seen_accuracy", "val_unseen_accuracy")
+METRICS = ("test_accuracy", "seen_accuracy", "unseen_accuracy", "gap", "test_loss",
+           "train_loss", "val_accuracy", "val_seen_accuracy", "val_unseen_accuracy", "val_gap")
 
 # two-sided 95 % quantiles of Student's t, by degrees of freedom
 _T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
@@ -192,7 +196,8 @@ def markdown_tables(rows: Sequence[Mapping[str, Any]], diffs: Sequence[Mapping[s
                     *, x_name: str | None = None) -> str:
     """The rows of ``results.csv`` and ``differences.csv`` as Markdown tables.
 
-    Accuracies are in percent, mean ± std over the seeds; differences are in
+    Accuracies are in percent, mean ± std over the seeds (the gap is seen minus
+    unseen accuracy, per seed, in percentage points); differences are in
     percentage points with their 95 % interval; FLOPs are the counted training
     FLOPs per example in millions.
 
@@ -205,13 +210,13 @@ def markdown_tables(rows: Sequence[Mapping[str, Any]], diffs: Sequence[Mapping[s
         >>> row = {"label": "ellipse", "x": 0.1, "n": 3, "test_accuracy_mean": 0.5,
         ...        "test_accuracy_std": 0.01, "parameters": 10, "wall_time_s": 60.0}
         >>> print(markdown_tables([row], [], x_name="train_fraction"))
-        | method | train_fraction | all conditions | seen | unseen | seeds | parameters | MFLOP / example | wall s |
-        |---|---|---|---|---|---|---|---|---|
-        | ellipse | 0.1 | 50.0 ± 1.0 | – | – | 3 | 10 | – | 60 |
+        | method | train_fraction | all conditions | seen | unseen | gap | seeds | parameters | MFLOP / example | wall s |
+        |---|---|---|---|---|---|---|---|---|---|
+        | ellipse | 0.1 | 50.0 ± 1.0 | – | – | – | 3 | 10 | – | 60 |
         <BLANKLINE>
     """  # noqa: E501
     xcol = [x_name] if x_name else []
-    head = ["method", *xcol, "all conditions", "seen", "unseen", "seeds", "parameters",
+    head = ["method", *xcol, "all conditions", "seen", "unseen", "gap", "seeds", "parameters",
             "MFLOP / example", "wall s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -223,6 +228,7 @@ def markdown_tables(rows: Sequence[Mapping[str, Any]], diffs: Sequence[Mapping[s
                  _pct(r.get("test_accuracy_mean"), r.get("test_accuracy_std")),
                  _pct(r.get("seen_accuracy_mean"), r.get("seen_accuracy_std")),
                  _pct(r.get("unseen_accuracy_mean"), r.get("unseen_accuracy_std")),
+                 _pct(r.get("gap_mean"), r.get("gap_std")),
                  str(r.get("n", "–")),
                  "–" if r.get("parameters") in (None, "") else f"{int(r['parameters']):,}",
                  _mflop(r.get("train_flops_per_example")),
@@ -415,6 +421,21 @@ def _figures(preset: Preset, runs: Sequence[PresetRun], aggregates: Sequence[dic
         "val_" + preset.metric.removeprefix("test_")
     plot_curves_over_seeds(curves, root / "curves.png", metric=metric,
                            title=f"{preset.name}: {metric.replace('_', ' ')} over training")
+    unseen = runs[0].config.validation is not None and any(
+        r.get("val_unseen_accuracy") not in (None, "")
+        for seed_rows in curves.values() for rows_ in seed_rows for r in rows_)
+    if unseen:  # the seen conditions and the gap over training too
+        for seed_rows in curves.values():
+            for rows_ in seed_rows:
+                for r in rows_:
+                    seen, unseen = r.get("val_seen_accuracy"), r.get("val_unseen_accuracy")
+                    r["val_gap"] = None if seen in (None, "") or unseen in (None, "") \
+                        else float(seen) - float(unseen)
+        for extra, name, what in (
+                ("val_seen_accuracy", "curves_seen.png", "validation seen accuracy"),
+                ("val_gap", "curves_gap.png", "validation gap (seen minus unseen)")):
+            plot_curves_over_seeds(curves, root / name, metric=extra,
+                                   title=f"{preset.name}: {what} over training")
     # accuracy by condition of each method at one x (the sparsest swept point, if any)
     numeric = [x for x in xs if isinstance(x, (int, float))]
     pick = min(numeric) if numeric else xs[0]

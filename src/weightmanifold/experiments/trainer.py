@@ -580,6 +580,9 @@ def _mean_std(values: list[float]) -> dict[str, float | int]:
 def aggregate_seeds(root: str | Path, seeds: Sequence[int]) -> dict[str, Any]:
     """Mean ± std over seeds of the final metrics and of every condition bin.
 
+    With seen and unseen conditions, ``gap`` (and ``val_gap`` on the validation
+    split) is seen minus unseen accuracy, taken per seed.
+
     Raises:
         FileNotFoundError: if a seed's run has no summary.
     """
@@ -595,8 +598,13 @@ def aggregate_seeds(root: str | Path, seeds: Sequence[int]) -> dict[str, Any]:
             raise RuntimeError(f"{path}: the run of seed {seed} is {summary['status']}")
         finals.append(summary["final"])
     metrics = {}
+    for f in finals:  # the generalisation gap, seen minus unseen conditions, per seed
+        for prefix in ("", "val_"):
+            seen, unseen = f.get(f"{prefix}seen_accuracy"), f.get(f"{prefix}unseen_accuracy")
+            f[f"{prefix}gap"] = None if seen is None or unseen is None else seen - unseen
     for key in ("train_loss", "test_accuracy", "test_loss", "seen_accuracy", "unseen_accuracy",
-                "val_accuracy", "val_loss", "val_seen_accuracy", "val_unseen_accuracy"):
+                "gap", "val_accuracy", "val_loss", "val_seen_accuracy", "val_unseen_accuracy",
+                "val_gap"):
         values = [f[key] for f in finals if f.get(key) is not None]
         if values:
             metrics[key] = _mean_std(values)
