@@ -404,8 +404,8 @@ def test_merge_windows_is_the_cheapest_partition(n, width, data, work, moved, ca
 
 
 @pytest.mark.parametrize("manifold", [wm.BSpline(12, degree=3), wm.BSpline(9, degree=2,
-                                                                            periodic=True)],
-                         ids=repr)
+                                                                            periodic=True),
+                                      wm.Bins([0.2, 0.4, 0.5, 0.7, 0.9])], ids=repr)
 @pytest.mark.parametrize("order", ["sorted", "drawn"])
 def test_merged_runs_of_windows_equal_the_basis_path_and_the_reference(manifold, order,
                                                                        monkeypatch):
@@ -420,14 +420,13 @@ def test_merged_runs_of_windows_equal_the_basis_path_and_the_reference(manifold,
                                          nn.Flatten(), nn.Linear(4 * 5 * 5, 3)), manifold,
                            init="independent")
     x = torch.randn(24, 3, 5, 5)
-    s = knots_and_ends(manifold, 24)
+    s = knots_and_ends(manifold, 24) if isinstance(manifold, wm.BSpline) else torch.rand(24)
     if order == "sorted":
         ranked = s.argsort()
         x, s = x[ranked], s[ranked]
     s.requires_grad_(True)
     monkeypatch.setattr(ManifoldOp, "_CALL_COST", 1e12)
     monkeypatch.setattr(_ManifoldConvNd, "_CALL_COST", 1e12)
-    runs = []
     for layer in (model.module[0], model.module[3]):
         monkeypatch.setattr(layer, "_local_path", lambda *args: "window")
     conv, windows = model.module[0], wm.condition(model, s).windows[0]
