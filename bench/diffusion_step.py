@@ -10,9 +10,11 @@ process, each reported as its median step time and its ratio to ``bspline4``:
 
 * ``embedding``: the UNet's own sinusoidal timestep embedding (the convention);
 * ``bspline4`` / ``bspline12``: the weights on a clamped cubic B-spline over
-  ``s = t / T`` with ``n = 4`` / ``12`` basis points, the batch sorted by ``t``
-  as the trainer sorts it (every layer then runs on the ``p + 1 = 4`` non-zero
-  coefficients of each example's window, without gathering activations);
+  ``s = t / T`` with ``n = 4`` / ``12`` basis points (at ``n = 4`` every
+  coefficient can be non-zero: the basis path). At ``n = 12`` the batch is
+  sorted by ``t`` as the trainer sorts it, and every layer runs on the ``p + 1
+  = 4`` non-zero coefficients of each example's window (or a few merged
+  windows) without gathering activations;
 * ``bspline12-unsorted``: the same on the batch as drawn;
 * ``bspline12-basis``: all 12 basis tensors for every example (no windows).
 
@@ -41,6 +43,7 @@ from weightmanifold.experiments.diffusion import (
     build_denoiser,
 )
 from weightmanifold.experiments.runtime import tune_malloc
+from weightmanifold.layers.conditioning import manifolds_of
 
 VARIANTS = ("embedding", "bspline4", "bspline12", "bspline12-unsorted", "bspline12-basis")
 #: the preset's CPU scale (weightmanifold.experiments.diffusion_sweep)
@@ -65,8 +68,9 @@ def make_step(name: str, batch: int, seed: int = 0) -> Callable[[], None]:
     x0 = torch.rand(batch, 1, size, size, generator=gen) * 2 - 1
     t = torch.randint(0, config.timesteps, (batch,), generator=gen)
     noise = torch.randn(x0.shape, generator=gen)
-    if name.startswith("bspline") and not name.endswith("-unsorted"):
-        t, order = t.sort(stable=True)  # as the trainer does for windowed manifolds
+    windowed = any(m.window is not None for m in manifolds_of(model))
+    if windowed and not name.endswith("-unsorted"):  # as the trainer sorts its batches
+        t, order = t.sort(stable=True)
         x0, noise = x0[order], noise[order]
     x_t = add_noise(ddpm, x0, noise, t)
     if name.endswith("-basis"):

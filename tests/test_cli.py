@@ -226,6 +226,13 @@ def test_sweep_reports_the_gap_and_draws_seen_and_gap_curves(tmp_path):
         assert drawn == pytest.approx({e: sum(v) / len(v) for e, v in per_epoch.items()})
     assert (tmp_path / "curves_gap.png").exists() and (tmp_path / "curves_seen.png").exists()
     assert "| unseen | gap |" in (tmp_path / "tables.md").read_text()
+    # every angle seen (fraction 1): no gap to draw for that configuration, no crash
+    rot = get_preset("rotation-sparsity")
+    run_sweep(rot, tmp_path / "rot", seeds=[0], labels=["plain"], xs=["0.25", "1.0"],
+              log=lambda m: None, progress=False,
+              overrides={**TINY_OVERRIDES, "validation": 64})
+    drawn = {r["label"] for r in csv.DictReader(open(tmp_path / "rot" / "curves_gap.csv"))}
+    assert drawn == {"plain-f0.25"}
 
 
 def test_optimizers_preset_gives_adamw_weight_decay():

@@ -421,10 +421,12 @@ def _figures(preset: Preset, runs: Sequence[PresetRun], aggregates: Sequence[dic
         "val_" + preset.metric.removeprefix("test_")
     plot_curves_over_seeds(curves, root / "curves.png", metric=metric,
                            title=f"{preset.name}: {metric.replace('_', ' ')} over training")
-    unseen = runs[0].config.validation is not None and any(
-        r.get("val_unseen_accuracy") not in (None, "")
-        for seed_rows in curves.values() for rows_ in seed_rows for r in rows_)
-    if unseen:  # the seen conditions and the gap over training too
+    def has(rows_by_seed: Sequence[Sequence[Mapping[str, Any]]], key: str) -> bool:
+        return any(r.get(key) not in (None, "") for rows_ in rows_by_seed for r in rows_)
+
+    if runs[0].config.validation is not None and any(
+            has(v, "val_unseen_accuracy") for v in curves.values()):
+        # seen accuracy and the gap over training too
         for seed_rows in curves.values():
             for rows_ in seed_rows:
                 for r in rows_:
@@ -434,7 +436,9 @@ def _figures(preset: Preset, runs: Sequence[PresetRun], aggregates: Sequence[dic
         for extra, name, what in (
                 ("val_seen_accuracy", "curves_seen.png", "validation seen accuracy"),
                 ("val_gap", "curves_gap.png", "validation gap (seen minus unseen)")):
-            plot_curves_over_seeds(curves, root / name, metric=extra,
+            # configurations without unseen conditions (every angle seen) have no gap
+            drawn = {k: v for k, v in curves.items() if has(v, extra)}
+            plot_curves_over_seeds(drawn, root / name, metric=extra,
                                    title=f"{preset.name}: {what} over training")
     # accuracy by condition of each method at one x (the sparsest swept point, if any)
     numeric = [x for x in xs if isinstance(x, (int, float))]

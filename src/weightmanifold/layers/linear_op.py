@@ -265,7 +265,8 @@ class ManifoldOp(ManifoldModule):
             offsets = torch.repeat_interleave(
                 torch.tensor([windows.starts[u] - windows.starts[first]
                               for u in range(first, last + 1)], device=part.device),
-                torch.tensor(windows.counts[first:last + 1], device=part.device))
+                torch.tensor(windows.counts[first:last + 1], device=part.device),
+                output_size=count)  # known on the host: no device sync
             cols = offsets[:, None] + torch.arange(w, device=part.device)
             coefs.append(part.new_zeros(count, span).scatter(1, cols, part))
         # one gather of every run's basis tensors, split per run: the backward pass
