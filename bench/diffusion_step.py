@@ -1,16 +1,20 @@
 """Time a training step of the diffusion preset's denoiser, timestep embedding vs splines over t.
 
-The CPU-scale denoiser of ``weightmanifold sweep diffusion`` (diffusers
+The CPU-scale denoisers of ``weightmanifold sweep diffusion`` (diffusers
 ``UNet2DModel``, widths 16/32/32, 16 × 16 one-channel images, batch 64, every
-example at its own timestep) and the trainer's whole step
+example at its own timestep; each method's configuration taken from the preset)
+and the trainer's whole step
 (``weightmanifold.experiments.diffusion.train_denoiser``): forward, ε-prediction
 loss, backward, the metric preconditioning, gradient-norm clipping, AdamW and
 the EMA update. Variants, interleaved round-robin after warm-up in this one
 process, each reported as its median step time and its ratio to ``bspline4``:
 
-* ``embedding``: the UNet's own sinusoidal timestep embedding (the convention);
-* ``bspline4`` / ``bspline12``: the weights on a clamped cubic B-spline over
-  ``s = t / T`` with ``n = 4`` / ``12`` basis points (at ``n = 4`` every
+* the preset's methods by their labels: ``embedding`` (the UNet's own
+  sinusoidal timestep embedding, the convention), ``embedding-wide``, ``line``,
+  ``quadratic``, ``bspline4``, ``bspline8``, ``experts`` (``wm.Bins``, 4 ranges
+  of t), ``bspline4-r8``, ``both``;
+* ``bspline12``: the weights on a clamped cubic B-spline over ``s = t / T``
+  with ``n = 12`` basis points, against ``bspline4`` (at ``n = 4`` every
   coefficient can be non-zero: the basis path). At ``n = 12`` the batch is
   sorted by ``t`` as the trainer sorts it, and every layer runs on the ``p + 1
   = 4`` non-zero coefficients of each example's window (or a few merged
@@ -45,20 +49,29 @@ from weightmanifold.experiments.diffusion import (
 from weightmanifold.experiments.runtime import tune_malloc
 from weightmanifold.layers.conditioning import manifolds_of
 
-VARIANTS = ("embedding", "bspline4", "bspline12", "bspline12-unsorted", "bspline12-basis")
+#: the preset's methods at CPU scale, plus the 12-point spline of issue 14's target
+PRESET_VARIANTS = ("embedding", "embedding-wide", "line", "quadratic", "bspline4", "bspline8",
+                   "experts", "bspline4-r8", "both")
+VARIANTS = (*PRESET_VARIANTS, "bspline12", "bspline12-unsorted", "bspline12-basis")
 #: the preset's CPU scale (weightmanifold.experiments.diffusion_sweep)
-CPU_SCALE = {"image_size": 16, "widths": [16, 32, 32], "batch_size": 64}
+CPU_SCALE = {"image_size": 16, "batch_size": 64}
+
+
+def variant_config(name: str) -> DiffusionConfig:
+    """The preset's configuration of method ``name`` at CPU scale (``bspline12*``: the
+    ``bspline4`` configuration with ``n = 12``)."""
+    from weightmanifold.experiments.diffusion_sweep import methods
+
+    configs = methods("cpu")
+    if name.startswith("bspline12"):
+        base = configs["bspline4"]
+        return base.replace(manifold_options={**base.manifold_options, "n": 12})
+    return configs[name]
 
 
 def make_step(name: str, batch: int, seed: int = 0) -> Callable[[], None]:
     """One training step of variant ``name`` on a fixed batch (weights seeded by ``seed``)."""
-    if name == "embedding":
-        config = DiffusionConfig(method="embedding", widths=CPU_SCALE["widths"], seed=seed)
-    else:
-        n = int(name.removeprefix("bspline").split("-")[0])
-        config = DiffusionConfig(method="manifold", manifold="bspline",
-                                 manifold_options={"n": n},
-                                 widths=CPU_SCALE["widths"], seed=seed)
+    config = variant_config(name).replace(seed=seed)
     size = CPU_SCALE["image_size"]
     model = build_denoiser(config, 1, size)
     opt = _optimizer(config, model)
@@ -95,8 +108,11 @@ def make_step(name: str, batch: int, seed: int = 0) -> Callable[[], None]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS,
-                   help="variants to time (default: all)")
+    p.add_argument("--variants", nargs="+", choices=VARIANTS,
+                   default=["embedding", "bspline4", "bspline12", "bspline12-unsorted",
+                            "bspline12-basis"],
+                   help="variants to time (default: embedding, bspline4 and the bspline12 "
+                        "variants)")
     p.add_argument("--rounds", type=int, default=20, help="timed rounds (default: 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per variant first")
     p.add_argument("--batch", type=int, default=CPU_SCALE["batch_size"],
