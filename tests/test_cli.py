@@ -235,6 +235,42 @@ def test_sweep_reports_the_gap_and_draws_seen_and_gap_curves(tmp_path):
     assert drawn == {"plain-f0.25"}
 
 
+def test_tabulate_trains_nothing_and_uses_the_seeds_each_run_finished(tmp_path, monkeypatch):
+    """--tabulate: each configuration over the seeds it finished, each paired difference
+    over the seeds both runs finished, nothing trained; clear errors otherwise."""
+    import weightmanifold.experiments.sweep as sweep_module
+
+    preset = get_preset("preconditioning-ablation")
+    quiet = {"log": lambda m: None, "progress": False, "overrides": TINY_OVERRIDES}
+    run_sweep(preset, tmp_path, seeds=[0, 1], **quiet)
+    run_sweep(preset, tmp_path, seeds=[2], labels=["metric"], **quiet)
+    monkeypatch.setattr(sweep_module, "run_seeds",
+                        lambda *a, **k: pytest.fail("--tabulate trained a run"))
+    rows = {r["label"]: r for r in run_sweep(preset, tmp_path, seeds=[0, 1, 2, 3],
+                                             train=False, **quiet)}
+    assert (rows["metric"]["n"], rows["metric"]["seeds"]) == (3, "0 1 2")
+    assert (rows["no-metric"]["n"], rows["no-metric"]["seeds"]) == (2, "0 1")
+    finals = {name: [json.loads((tmp_path / name / f"seed_{k}" / "summary.json").read_text())
+                     ["final"] for k in (0, 1, 2) if name == "metric" or k < 2]
+              for name in ("metric", "no-metric")}
+    assert rows["metric"]["unseen_accuracy_mean"] == pytest.approx(
+        sum(f["unseen_accuracy"] for f in finals["metric"]) / 3)
+    diffs = list(csv.DictReader(open(tmp_path / "differences.csv")))
+    assert diffs[0]["metric"] == "unseen_accuracy" and diffs[0]["n"] == "2"
+    assert float(diffs[0]["difference"]) == pytest.approx(sum(
+        a["unseen_accuracy"] - b["unseen_accuracy"]
+        for a, b in zip(finals["metric"][:2], finals["no-metric"])) / 2)
+    with pytest.raises(ValueError, match="no finished run"):
+        run_sweep(preset, tmp_path / "empty", seeds=[0], train=False, **quiet)
+    with pytest.raises(ValueError, match="run it to tabulate it"):
+        run_sweep(get_preset("preconditioning-tuned"), tmp_path / "tuned", train=False,
+                  log=lambda m: None, overrides={k: v for k, v in TINY_OVERRIDES.items()
+                                                 if k != "lr"})
+    cli = run_cli("sweep", "diffusion", "--tabulate", "--runs-dir", str(tmp_path))
+    assert cli.returncode == 2 and "--tabulate does not apply" in cli.stderr
+    assert "--tabulate" in run_cli("sweep", "--help").stdout
+
+
 def test_optimizers_preset_gives_adamw_weight_decay():
     configs = {r.label: r.config for r in get_preset("optimizers").runs("cpu")}
     assert configs["adamw"].weight_decay > 0

@@ -135,7 +135,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     root = Path(args.runs_dir) / preset.name
     rows = run_sweep(preset, root, scale=args.scale, seeds=args.seeds, labels=args.only,
                      xs=args.x, data_dir=args.data_dir, overrides=overrides,
-                     progress=args.progress)
+                     progress=args.progress, train=not args.tabulate)
     _print_table(rows)
     print(f"results in {root / 'results.csv'}")
     return 0
@@ -149,6 +149,10 @@ def _sweep_diffusion(args: argparse.Namespace) -> int:
             print(f"error: {flag} does not apply to the diffusion preset (it trains for a "
                   "number of steps; use --only to pick methods)", file=sys.stderr)
             return 2
+    if args.tabulate:
+        print("error: --tabulate does not apply to the diffusion preset (its sweep already "
+              "tabulates only the seeds each method ran)", file=sys.stderr)
+        return 2
     _tune_malloc(args)
     root = Path(args.runs_dir) / "diffusion"
     rows = run_diffusion_sweep(root, scale=args.scale, seeds=args.seeds, labels=args.only,
@@ -286,6 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--data-dir", type=str, default=None,
                    help="directory with the data set files (default: standard location)")
+    p.add_argument("--tabulate", action="store_true",
+                   help="train nothing: tabulate and plot the finished runs of the selection, "
+                        "each configuration over the seeds it finished and each paired "
+                        "difference over the seeds both runs finished (a sweep in progress)")
     _add_run_options(p, "where sweeps go")
     p.set_defaults(func=_cmd_sweep)
 

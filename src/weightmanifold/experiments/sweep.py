@@ -35,7 +35,7 @@ from typing import Any
 
 from .checkpoint import atomic_write_bytes, atomic_write_csv, atomic_write_json
 from .presets import Preset, PresetRun
-from .trainer import RunData, load_run_data, run_seeds
+from .trainer import RunData, aggregate_seeds, load_run_data, run_seeds
 
 __all__ = ["METRICS", "markdown_tables", "paired_difference", "paired_differences", "run_sweep",
            "select_tuned", "sweep_rows", "t_quantile_975"]
@@ -86,6 +86,19 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, float
     return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n}
 
 
+def finished_seeds(run_dir: Path, seeds: Sequence[int]) -> list[int]:
+    """The seeds among ``seeds`` whose run under ``run_dir`` completed (``summary.json``)."""
+    done = []
+    for seed in seeds:
+        path = run_dir / f"seed_{seed}" / "summary.json"
+        if path.exists():
+            with open(path) as f:
+                summary = json.load(f)
+            if summary.get("status") == "completed" and summary.get("final") is not None:
+                done.append(seed)
+    return done
+
+
 def _summaries(root: Path, seeds: Sequence[int]) -> list[dict[str, Any]]:
     out = []
     for seed in seeds:
@@ -105,7 +118,8 @@ def sweep_rows(runs: Sequence[PresetRun], aggregates: Sequence[dict[str, Any]],
     for run, agg in zip(runs, aggregates, strict=True):
         name = run.config.name.split("/")[-1]
         row: dict[str, Any] = {"label": run.label, "x": run.x, "name": name,
-                               "n": len(agg["seeds"])}
+                               "n": len(agg["seeds"]),
+                               "seeds": " ".join(str(k) for k in agg["seeds"])}
         for key in METRICS:
             m = agg["metrics"].get(key)
             row[f"{key}_mean"] = None if m is None else m["mean"]
@@ -131,7 +145,8 @@ def paired_differences(runs: Sequence[PresetRun], root: Path, seeds: Sequence[in
     Seeds pair runs that saw the same data order and training conditions. Where
     the task has unseen conditions there are two rows per method, the
     unseen-condition accuracy first and then the seen-condition accuracy;
-    otherwise one row, the test accuracy. When every x holds one method (the
+    otherwise one row, the test accuracy. Each pair uses the seeds that both of
+    its runs finished. When every x holds one method (the
     swept variable *is* the method, as in the optimizers and ablation presets)
     the reference is compared with every other run, and ``x`` is the other
     run's value. ``side="right"`` reports each method minus the reference instead
@@ -150,14 +165,19 @@ def paired_differences(runs: Sequence[PresetRun], root: Path, seeds: Sequence[in
     for labels in groups:
         if reference not in labels:
             continue
-        ref_name = labels[reference].config.name.split("/")[-1]
-        ref = _summaries(root / ref_name, seeds)
-        metrics = ["unseen_accuracy", "seen_accuracy"] \
-            if ref[0]["final"].get("unseen_accuracy") is not None else ["test_accuracy"]
+        ref_dir = root / labels[reference].config.name.split("/")[-1]
         for label, run in labels.items():
             if label == reference:
                 continue
-            other = _summaries(root / run.config.name.split("/")[-1], seeds)
+            other_dir = root / run.config.name.split("/")[-1]
+            # the seeds both finished (all of them, unless tabulating a sweep in progress)
+            common = [k for k in finished_seeds(ref_dir, seeds)
+                      if k in finished_seeds(other_dir, seeds)]
+            if not common:
+                continue
+            ref, other = _summaries(ref_dir, common), _summaries(other_dir, common)
+            metrics = ["unseen_accuracy", "seen_accuracy"] \
+                if ref[0]["final"].get("unseen_accuracy") is not None else ["test_accuracy"]
             for metric in metrics:
                 a = [r["final"][metric] for r in ref]
                 b = [o["final"][metric] for o in other]
@@ -262,8 +282,13 @@ def run_sweep(preset: Preset, root: str | Path, *, scale: str = "cpu",
               xs: Sequence[str] | None = None, data_dir: str | None = None,
               overrides: dict[str, Any] | None = None,
               progress: bool | None = None, log: Callable[[str], None] = print,
-              figures: bool = True) -> list[dict[str, Any]]:
+              figures: bool = True, train: bool = True) -> list[dict[str, Any]]:
     """Run every configuration of ``preset`` for every seed, then tabulate and plot.
+
+    With ``train=False`` nothing is trained: every selected configuration is
+    tabulated over the seeds it has finished (those with none are left out), and
+    each paired difference over the seeds both of its runs finished — a sweep in
+    progress, or one whose methods ran different seeds, in one table.
 
     Args:
         preset: the experiment.
@@ -278,12 +303,14 @@ def run_sweep(preset: Preset, root: str | Path, *, scale: str = "cpu",
             (e.g. ``{"epochs": 1}`` for a quick look).
         progress, log: as :class:`~weightmanifold.experiments.trainer.Trainer`.
         figures: draw the figures at the end.
+        train: train what is missing (``False``: tabulate the finished runs only).
 
     Returns:
         The rows of ``results.csv``.
 
     Raises:
-        ValueError: for labels or values that match no configuration.
+        ValueError: for labels or values that match no configuration, for
+            ``train=False`` on a tuned preset, or when no selected run has finished.
     """
     root = Path(root)
     runs = preset.runs(scale)
@@ -325,7 +352,22 @@ def run_sweep(preset: Preset, root: str | Path, *, scale: str = "cpu",
         return run_seeds(c, run_seeds_, root / c.name.split("/")[-1], data=cache[key],
                          diverged_ok=preset.tune is not None, progress=progress, log=log)
 
-    aggregates = [run_all(i, grid_seeds) for i in range(len(runs))]
+    if not train:
+        if preset.tune is not None:
+            raise ValueError(f"preset {preset.name!r} chooses its {preset.tune[0]} on the "
+                             "seeds it tuned on: run it to tabulate it")
+        finished = [finished_seeds(root / r.config.name.split("/")[-1], seeds) for r in runs]
+        for r, done in zip(runs, finished, strict=True):
+            log(f"{r.config.name}: seeds {done or 'none'} finished")
+        if not any(finished):
+            raise ValueError(f"no finished run under {root} among the selection")
+        keep = [i for i, done in enumerate(finished) if done]
+        runs = [runs[i] for i in keep]
+        aggregates: list[dict[str, Any] | None] = [
+            aggregate_seeds(root / runs[j].config.name.split("/")[-1], finished[i])
+            for j, i in enumerate(keep)]
+    else:
+        aggregates = [run_all(i, grid_seeds) for i in range(len(runs))]
     chosen, tuning = list(range(len(runs))), None
     if preset.tune is not None:
         chosen, selection = select_tuned(runs, aggregates, preset.metric)
