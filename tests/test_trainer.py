@@ -72,6 +72,33 @@ def test_run_directory_files(tmp_path, data):
     state = load_checkpoint(out / "checkpoints" / "last.pt")
     assert state["epoch"] == 2 and state["global_step"] == summary["steps"]
     assert not list(out.rglob("*.tmp"))
+    from weightmanifold.experiments.provenance import software
+
+    assert saved["software"] == software()  # the code that trained it
+
+
+def test_software_names_the_git_commit_of_the_source_or_none_outside_a_checkout(tmp_path):
+    import subprocess
+    from pathlib import Path
+
+    import torch
+
+    import weightmanifold
+    from weightmanifold.experiments.provenance import _git, software
+
+    sw = software()
+    assert sw["torch"] == torch.__version__ and sw["weightmanifold"] == weightmanifold.__version__
+    source = Path(weightmanifold.__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"],
+                              capture_output=True, text=True)
+    except OSError:  # no git on this machine
+        head = None
+    if head is not None and head.returncode == 0:
+        assert sw["git_commit"] == head.stdout.strip() and isinstance(sw["dirty"], bool)
+    else:
+        assert sw["git_commit"] is None and sw["dirty"] is None
+    assert _git(tmp_path) == (None, None)  # not a checkout
 
 
 def test_completed_run_is_not_retrained(tmp_path, data):

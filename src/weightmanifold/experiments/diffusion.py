@@ -47,6 +47,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import ConfigError, check_keys, check_types
+from .provenance import software
 
 __all__ = ["EVAL_SEED", "METHODS", "SAMPLE_SEED", "Denoiser", "DiffusionConfig", "add_noise",
            "bucket_losses", "bucket_timesteps", "build_denoiser", "check_timesteps",
@@ -557,6 +558,7 @@ def train_denoiser(config: DiffusionConfig, out_dir: str | Path, train_images: T
                "parameters": sum(p.numel() for p in model.parameters()),
                "train_flops_per_example": training_flops_per_example(
                    model, x_all[:config.batch_size].to(device), config.timesteps),
-               "wall_time_s": wall, "history": history, "final": final}
+               "wall_time_s": wall, "history": history, "final": final,
+               "software": software()}
     atomic_write_json(out / "summary.json", summary)
     return summary

@@ -6,7 +6,8 @@ A run lives in its own directory::
         config.json                 the full resolved configuration
         metrics.csv                 one row per evaluation (epoch), overall numbers
         metrics_by_condition.csv    one row per evaluation and condition bin
-        summary.json                status, final metrics, parameters, wall time
+        summary.json                status, final metrics, parameters, wall time,
+                                    the software (versions, git commit) that ran it
         snapshots.pt                manifold networks: the first layer's basis at the
                                     start and at every evaluation (for Fig. 1c)
         checkpoints/last.pt         weights, optimiser, RNG states, data position
@@ -60,6 +61,7 @@ from .checkpoint import (
 )
 from .config import RunConfig
 from .models import Classifier, build_model, count_parameters
+from .provenance import software
 from .tasks import Task, evaluate_by_condition, make_task
 
 __all__ = [
@@ -498,6 +500,7 @@ class Trainer:
             "wall_time_s": self.elapsed,
             "final": final,
             "config": self.config.to_dict(),
+            "software": software(),
         }
 
     def _write_results(self, message: str | None = None) -> None:
