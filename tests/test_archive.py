@@ -10,6 +10,7 @@ import pytest
 
 from weightmanifold.cli import main
 from weightmanifold.experiments.archive import archive_sweep, finished_summary, same_run
+from weightmanifold.experiments.checkpoint import CheckpointError
 from weightmanifold.experiments.config import RunConfig
 from weightmanifold.experiments.trainer import load_run_data, train
 
@@ -107,3 +108,32 @@ def test_cli_archive_names_what_it_left_out(tmp_path, capsys):
     with pytest.raises(SystemExit) as err:
         main(["archive", str(tmp_path / "nothing"), str(tmp_path / "dest")])
     assert err.value.code == 2
+
+
+def test_init_does_not_tell_runs_without_a_manifold_apart():
+    """A plain network has nothing to initialise along s: its archived runs stay finished."""
+    assert same_run({"method": "plain", "init": "independent"},
+                    {"method": "plain", "init": "constant"})
+    assert same_run({"method": "concat", "init": "independent"},
+                    {"method": "concat", "init": 0.1})
+    assert not same_run({"method": "manifold", "init": "independent"},
+                        {"method": "manifold", "init": "constant"})
+
+
+def test_finished_run_of_another_configuration_is_not_overwritten(tmp_path):
+    """An archived run (no checkpoint) of another configuration fails clearly, naming the
+    key, instead of being retrained over; an old init default gets the flag that keeps it."""
+    config = RunConfig.from_dict({**TINY, "method": "manifold"})
+    old = {**config.to_dict(), "init": "independent"}
+    write_summary(tmp_path / "a", **old)
+    with pytest.raises(CheckpointError, match=r"init: saved 'independent', now 'constant'.*"
+                                              r"--init independent"):
+        train(config, tmp_path / "a", **quiet())
+    assert json.loads((tmp_path / "a" / "summary.json").read_text())["config"] == old
+    # the same run under the old init is finished: not retrained
+    assert train(config.replace(init="independent"), tmp_path / "a", **quiet())["final"] \
+        == {"x": 1}
+    # a plain network's old record is the same run
+    plain = RunConfig.from_dict({**TINY, "method": "plain"})
+    write_summary(tmp_path / "p", **{**plain.to_dict(), "init": "independent"})
+    assert train(plain, tmp_path / "p", **quiet())["final"] == {"x": 1}

@@ -271,6 +271,33 @@ def test_tabulate_trains_nothing_and_uses_the_seeds_each_run_finished(tmp_path, 
     assert "--tabulate" in run_cli("sweep", "--help").stdout
 
 
+def test_runs_of_the_old_default_init_are_kept_apart_and_continued_with_init(tmp_path):
+    """Runs made when the presets started 'independent': tabulating or sweeping them under
+    the new default does not mix or overwrite them; ``init="independent"`` continues them."""
+    from weightmanifold.experiments.checkpoint import CheckpointError
+
+    preset, root = get_preset("preconditioning-ablation"), tmp_path / "sweep"
+    logs: list[str] = []
+    quiet = {"log": logs.append, "progress": False, "overrides": TINY_OVERRIDES}
+    old = run_sweep(preset, root, seeds=[0], init="independent", **quiet)
+    with pytest.raises(ValueError, match="no finished run"):
+        run_sweep(preset, root, seeds=[0], train=False, **quiet)
+    assert any("another configuration" in m and "init: saved 'independent', now 'constant'"
+               in m for m in logs)
+    again = run_sweep(preset, root, seeds=[0], init="independent", train=False, **quiet)
+    assert [r["unseen_accuracy_mean"] for r in again] == \
+        [r["unseen_accuracy_mean"] for r in old]
+    with pytest.raises(CheckpointError, match="--init independent"):
+        run_sweep(preset, root, seeds=[0], **quiet)  # resuming: its checkpoint differs
+    assert main(["archive", str(root), str(tmp_path / "archived")]) == 0
+    with pytest.raises(CheckpointError, match="no checkpoint to continue it from"):
+        run_sweep(preset, tmp_path / "archived", seeds=[0], **quiet)
+    cli = run_cli("sweep", "noise", "--init", "random")
+    assert cli.returncode == 2 and "init must be constant, independent or a number" in cli.stderr
+    assert "--init" in run_cli("sweep", "--help").stdout
+    assert main(["sweep", "diffusion", "--init", "independent"]) == 2
+
+
 def test_optimizers_preset_gives_adamw_weight_decay():
     configs = {r.label: r.config for r in get_preset("optimizers").runs("cpu")}
     assert configs["adamw"].weight_decay > 0

@@ -118,3 +118,29 @@ def test_init_preset_sweeps_eps_fraction_and_baselines():
         assert r.config.test_subset is None and r.config.epochs == 10
     eps = {r.config.init for r in runs if r.label.startswith("ellipse-eps")}
     assert eps == set(INIT_SCALES)
+
+
+def test_default_init_is_the_constant_start_chosen_by_the_study():
+    """The init study (docs/results.md) chose ε = 0: library, runs and presets agree."""
+    assert RunConfig().init == "constant"
+    import inspect
+    assert inspect.signature(wm.manifoldify).parameters["init"].default == "constant"
+    for name in ("rotation-sparsity", "noise", "optimizers", "unconditioned",
+                 "unconditioned-converged", "preconditioning-tuned"):
+        for r in get_preset(name).runs("cpu"):
+            if r.config.method == "manifold" and r.label != "experts":
+                assert r.config.init == "constant", (name, r.label)
+
+
+def test_preset_init_fills_only_configurations_without_their_own():
+    """``--init independent`` continues runs made before the default changed."""
+    runs = get_preset("rotation-sparsity").runs("cpu", init="independent")
+    by_label = {r.label: r.config.init for r in runs}
+    assert by_label["ellipse"] == "independent"
+    assert by_label["experts"] == "independent"  # n independent networks, always
+    study = get_preset("init").runs("cpu", init="independent")
+    assert {r.config.init for r in study if r.label == "ellipse-eps0"} == {0.0}
+    assert {r.config.init for r in get_preset("init").runs("cpu")
+            if r.label == "experts"} == {"independent"}
+    with pytest.raises(ConfigError, match="init"):
+        get_preset("noise").runs("cpu", init="random")

@@ -36,6 +36,24 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def _parse_init(text: str) -> str | float:
+    """A manifold initialisation: ``constant``, ``independent`` or a number ``eps >= 0``.
+
+    Raises:
+        argparse.ArgumentTypeError: for anything else.
+    """
+    if text in ("constant", "independent"):
+        return text
+    try:
+        eps = float(text)
+    except ValueError:
+        eps = -1.0
+    if not 0 <= eps < float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"init must be constant, independent or a number eps >= 0; got {text!r}")
+    return eps
+
+
 def _options(pairs: Sequence[str]) -> dict[str, Any]:
     """``key=value`` pairs, values parsed as TOML (``0.25``, ``true``, ``'arc'``, bare words)."""
     out: dict[str, Any] = {}
@@ -134,7 +152,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     _tune_malloc(args)
     root = Path(args.runs_dir) / preset.name
     rows = run_sweep(preset, root, scale=args.scale, seeds=args.seeds, labels=args.only,
-                     xs=args.x, data_dir=args.data_dir, overrides=overrides,
+                     xs=args.x, data_dir=args.data_dir, overrides=overrides, init=args.init,
                      progress=args.progress, train=not args.tabulate)
     _print_table(rows)
     print(f"results in {root / 'results.csv'}")
@@ -144,6 +162,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _sweep_diffusion(args: argparse.Namespace) -> int:
     from .experiments.diffusion_sweep import run_diffusion_sweep
 
+    if args.init is not None:
+        print("error: --init does not apply to the diffusion preset (its methods start "
+              "constant, as the library does)", file=sys.stderr)
+        return 2
     for flag, value in (("--x", args.x), ("--epochs", args.epochs)):
         if value is not None:
             print(f"error: {flag} does not apply to the diffusion preset (it trains for a "
@@ -287,6 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--x", nargs="+", default=None, metavar="VALUE",
                    help="run only these values of the swept variable, e.g. --x 0.1 0.25")
     p.add_argument("--epochs", type=int, default=None, help="override the epochs")
+    p.add_argument("--init", type=_parse_init, default=None, metavar="INIT",
+                   help="start of the manifold networks that do not set their own (the init "
+                        "study's rows and the experts set theirs): constant (the default, "
+                        "chosen by the init study, docs/results.md), independent (the "
+                        "presets' start before it: continues the archived runs under "
+                        "docs/results/ that predate it) or a modulation scale eps >= 0")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--data-dir", type=str, default=None,
                    help="directory with the data set files (default: standard location)")

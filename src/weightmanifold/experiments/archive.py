@@ -16,7 +16,9 @@ retrains nothing that finished and resumes with what did not.
 A run counts as finished when its summary says ``completed`` and its
 configuration equals the one asked for, up to :data:`PLACEMENT_KEYS` — where the
 data lives, how many CPU threads ran it and how often it was checkpointed, which
-do not change what is computed (:func:`same_run`).
+do not change what is computed — and keys the run cannot feel (:func:`same_run`).
+A finished run of *another* configuration is never trained over: training into
+its directory raises :class:`~weightmanifold.experiments.checkpoint.CheckpointError`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["ARCHIVE_MAX_BYTES", "PLACEMENT_KEYS", "archive_sweep", "finished_summary",
-           "same_run"]
+           "inert_keys", "same_run"]
 
 #: configuration keys that say where, with how many threads and how often checkpointed a
 #: run ran, not what it computed: two runs that differ only in them are the same run
@@ -41,14 +43,35 @@ _NEVER = ("checkpoint.pt", "snapshots.pt")
 def same_run(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     """Whether two run configurations (``to_dict()``) compute the same run.
 
+    Placement (:data:`PLACEMENT_KEYS`) and keys the run cannot feel
+    (:func:`inert_keys`) do not count.
+
     Examples:
         >>> same_run({"lr": 0.1, "threads": 2}, {"lr": 0.1, "threads": None})
         True
         >>> same_run({"lr": 0.1}, {"lr": 0.2})
         False
     """
-    keys = (set(a) | set(b)) - PLACEMENT_KEYS
+    keys = (set(a) | set(b)) - PLACEMENT_KEYS - inert_keys(a) - inert_keys(b)
     return all(a.get(k) == b.get(k) for k in keys)
+
+
+def inert_keys(config: Mapping[str, Any]) -> frozenset[str]:
+    """The keys of a run configuration that cannot change its run.
+
+    ``init`` shapes where a manifold network starts; a run without one (``method``
+    plain, concat, embed or film) has nothing to initialise along ``s``, so its
+    records stay valid whatever ``init`` they name (the experiments' default
+    changed from ``"independent"`` to ``"constant"``).
+
+    Examples:
+        >>> sorted(inert_keys({"method": "plain", "init": "independent"}))
+        ['init']
+        >>> sorted(inert_keys({"method": "manifold"}))
+        []
+    """
+    return frozenset({"init"}) if config.get("method", "manifold") != "manifold" \
+        else frozenset()
 
 
 def finished_summary(run_dir: str | Path, config: Mapping[str, Any],

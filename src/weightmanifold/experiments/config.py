@@ -67,10 +67,11 @@ class RunConfig:
     features: str = _help("condition features of concat/embed/film baselines: raw s or the "
                           "manifold's basis a(s)", default="raw")
     init: str | float = _help(
-        "manifold initialisation: independent (fresh draw per basis point), constant "
-        "(every point the same network) or a number eps >= 0: the network plus eps times a "
-        "zero-mean modulation over s (0 = constant; see wm.manifoldify)",
-        default="independent")
+        "manifold initialisation: constant (every point the same network; the library's "
+        "default, chosen by the init study in docs/results.md), independent (a fresh draw "
+        "per basis point; the default before the study) or a number eps >= 0: the network "
+        "plus eps times a zero-mean modulation over s (0 = constant; see wm.manifoldify)",
+        default="constant")
     rank: int | None = _help(
         "low-rank manifold: every weight W0 + sum_k a_k(s) U_k V_k with rank-r deltas "
         "(capped at each layer's own rank); default: full rank", default=None)

@@ -267,7 +267,7 @@ class Classifier(nn.Module):
 
 def build_model(arch: str = "cnn", method: str = "plain", manifold: wm.Manifold | None = None, *,
                 features: str = "raw", in_channels: int = 3, image_size: int = 32,
-                classes: int = 10, init: str = "independent",
+                classes: int = 10, init: str | float = "constant",
                 widths: Sequence[int] | None = None, hidden: int = PAPER_HIDDEN,
                 cond_dim: int | None = None, rank: int | None = None) -> Classifier:
     """Build one of the paper's models for a method (see the module docstring).

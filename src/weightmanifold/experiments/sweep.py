@@ -33,9 +33,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .archive import PLACEMENT_KEYS
 from .checkpoint import atomic_write_bytes, atomic_write_csv, atomic_write_json
+from .config import RunConfig
 from .presets import Preset, PresetRun
-from .trainer import RunData, aggregate_seeds, load_run_data, run_seeds
+from .trainer import RunData, aggregate_seeds, configuration_mismatch, load_run_data, run_seeds
 
 __all__ = ["METRICS", "markdown_tables", "paired_difference", "paired_differences", "run_sweep",
            "select_tuned", "sweep_rows", "t_quantile_975"]
@@ -86,16 +88,33 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, float
     return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n}
 
 
-def finished_seeds(run_dir: Path, seeds: Sequence[int]) -> list[int]:
-    """The seeds among ``seeds`` whose run under ``run_dir`` completed (``summary.json``)."""
+def finished_seeds(run_dir: Path, seeds: Sequence[int], config: RunConfig | None = None,
+                   log: Callable[[str], None] | None = None) -> list[int]:
+    """The seeds among ``seeds`` whose run under ``run_dir`` completed (``summary.json``).
+
+    With ``config``, a seed counts only if its run is of that configuration (at
+    that seed, up to placement; see
+    :func:`~weightmanifold.experiments.archive.same_run`); ``log`` is told which
+    runs of another configuration were left out, and why.
+    """
     done = []
     for seed in seeds:
         path = run_dir / f"seed_{seed}" / "summary.json"
         if path.exists():
             with open(path) as f:
                 summary = json.load(f)
-            if summary.get("status") == "completed" and summary.get("final") is not None:
-                done.append(seed)
+            if summary.get("status") != "completed" or summary.get("final") is None:
+                continue
+            if config is not None:
+                mine = config.replace(seed=seed, name=f"{config.name}/seed_{seed}").to_dict()
+                mismatch = configuration_mismatch(summary.get("config") or {}, mine,
+                                                  ignore=PLACEMENT_KEYS)
+                if mismatch:
+                    if log is not None:
+                        log(f"{path.parent}: a run of another configuration, left out "
+                            f"({mismatch})")
+                    continue
+            done.append(seed)
     return done
 
 
@@ -171,8 +190,8 @@ def paired_differences(runs: Sequence[PresetRun], root: Path, seeds: Sequence[in
                 continue
             other_dir = root / run.config.name.split("/")[-1]
             # the seeds both finished (all of them, unless tabulating a sweep in progress)
-            common = [k for k in finished_seeds(ref_dir, seeds)
-                      if k in finished_seeds(other_dir, seeds)]
+            common = [k for k in finished_seeds(ref_dir, seeds, labels[reference].config)
+                      if k in finished_seeds(other_dir, seeds, run.config)]
             if not common:
                 continue
             ref, other = _summaries(ref_dir, common), _summaries(other_dir, common)
@@ -280,7 +299,7 @@ def markdown_tables(rows: Sequence[Mapping[str, Any]], diffs: Sequence[Mapping[s
 def run_sweep(preset: Preset, root: str | Path, *, scale: str = "cpu",
               seeds: Sequence[int] | None = None, labels: Sequence[str] | None = None,
               xs: Sequence[str] | None = None, data_dir: str | None = None,
-              overrides: dict[str, Any] | None = None,
+              overrides: dict[str, Any] | None = None, init: str | float | None = None,
               progress: bool | None = None, log: Callable[[str], None] = print,
               figures: bool = True, train: bool = True) -> list[dict[str, Any]]:
     """Run every configuration of ``preset`` for every seed, then tabulate and plot.
@@ -301,6 +320,8 @@ def run_sweep(preset: Preset, root: str | Path, *, scale: str = "cpu",
         data_dir: where the data set lives (default: its standard location).
         overrides: run-configuration keys applied to every configuration
             (e.g. ``{"epochs": 1}`` for a quick look).
+        init: the initialisation of the configurations that do not set their
+            own (see :meth:`~weightmanifold.experiments.presets.Preset.runs`).
         progress, log: as :class:`~weightmanifold.experiments.trainer.Trainer`.
         figures: draw the figures at the end.
         train: train what is missing (``False``: tabulate the finished runs only).
@@ -313,7 +334,7 @@ def run_sweep(preset: Preset, root: str | Path, *, scale: str = "cpu",
             ``train=False`` on a tuned preset, or when no selected run has finished.
     """
     root = Path(root)
-    runs = preset.runs(scale)
+    runs = preset.runs(scale, init=init)
     if labels:
         unknown = sorted(set(labels) - {r.label for r in runs})
         if unknown:
@@ -356,7 +377,8 @@ def run_sweep(preset: Preset, root: str | Path, *, scale: str = "cpu",
         if preset.tune is not None:
             raise ValueError(f"preset {preset.name!r} chooses its {preset.tune[0]} on the "
                              "seeds it tuned on: run it to tabulate it")
-        finished = [finished_seeds(root / r.config.name.split("/")[-1], seeds) for r in runs]
+        finished = [finished_seeds(root / r.config.name.split("/")[-1], seeds, r.config, log)
+                    for r in runs]
         for r, done in zip(runs, finished, strict=True):
             log(f"{r.config.name}: seeds {done or 'none'} finished")
         if not any(finished):

@@ -36,6 +36,7 @@ all-reduce. Rank 0 evaluates and writes the files.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 import statistics
@@ -51,7 +52,7 @@ from torch import Tensor, nn
 
 import weightmanifold as wm
 
-from .archive import finished_summary
+from .archive import PLACEMENT_KEYS, finished_summary, inert_keys
 from .checkpoint import (
     CheckpointError,
     atomic_write_csv,
@@ -69,6 +70,7 @@ __all__ = [
     "Trainer",
     "TrainingDivergedError",
     "aggregate_seeds",
+    "configuration_mismatch",
     "load_run_data",
     "run_seeds",
     "train",
@@ -276,14 +278,11 @@ class Trainer:
             torch.distributed.barrier()
 
     def _check_resumable(self, saved: dict[str, Any]) -> None:
-        mine = self.config.to_dict()
-        diff = [k for k in mine if k not in RESUMABLE_CHANGES and saved.get(k) != mine[k]]
-        diff += [k for k in saved if k not in mine]
-        if diff:
-            details = "; ".join(f"{k}: saved {saved.get(k)!r}, now {mine.get(k)!r}"
-                                for k in diff)
+        mismatch = configuration_mismatch(saved, self.config.to_dict(),
+                                          ignore=frozenset(RESUMABLE_CHANGES))
+        if mismatch:
             raise CheckpointError(
-                f"{self.out} holds a run with another configuration ({details}); "
+                f"{self.out} holds a run with another configuration ({mismatch}); "
                 "resume it with its own configuration, or choose another run name")
 
     def resume(self) -> bool:
@@ -523,6 +522,27 @@ class Trainer:
         atomic_write_json(self.out / "summary.json", self.summary(message))
 
 
+def configuration_mismatch(saved: dict[str, Any], mine: dict[str, Any], *,
+                           ignore: frozenset[str] = frozenset()) -> str:
+    """The keys in which two run configurations differ, as ``key: saved …, now …``.
+
+    Keys in ``ignore`` and keys the runs cannot feel
+    (:func:`~weightmanifold.experiments.archive.inert_keys`) do not count. When
+    ``init`` differs from the old default, the message names the sweep flag that
+    continues such runs. Empty when the configurations agree.
+    """
+    ignore = ignore | inert_keys(saved) | inert_keys(mine)
+    diff = [k for k in mine if k not in ignore and saved.get(k) != mine[k]]
+    diff += [k for k in saved if k not in mine and k not in ignore]
+    details = "; ".join(f"{k}: saved {saved.get(k)!r}, now {mine.get(k)!r}" for k in diff)
+    if "init" in diff and saved.get("init") == "independent":
+        details += (" -- runs made before the experiments' default init became 'constant' "
+                    "(chosen by the init study, docs/results.md) keep theirs: continue them "
+                    "with `weightmanifold sweep ... --init independent` or `--init "
+                    "independent` on `weightmanifold train`")
+    return details
+
+
 def train(config: RunConfig, out_dir: str | Path, *,
           final: tuple[str, ...] = ("completed",), **kwargs: Any) -> dict[str, Any]:
     """Train (or resume) one run; see :class:`Trainer`.
@@ -532,12 +552,33 @@ def train(config: RunConfig, out_dir: str | Path, *,
     an archived run has no checkpoint) is not trained again: its summary is
     returned. ``final=("completed", "diverged")`` also keeps a diverged run as
     its result instead of retrying it from its last good checkpoint.
+
+    Raises:
+        CheckpointError: if ``out_dir`` holds a finished run of another
+            configuration and no checkpoint to continue it from (an archived
+            run): it is never trained over; or see :meth:`Trainer.run`.
     """
-    done = finished_summary(out_dir, config.to_dict(), final)
+    out = Path(out_dir)
+    done = finished_summary(out, config.to_dict(), final)
     if done is not None:
-        kwargs.get("log", print)(f"{out_dir} is complete ({done.get('steps')} steps): "
+        kwargs.get("log", print)(f"{out} is complete ({done.get('steps')} steps): "
                                  "not retrained")
         return done
+    if not (out / "checkpoints" / "last.pt").exists():
+        try:
+            with open(out / "summary.json") as f:
+                saved = json.load(f)
+        except (OSError, ValueError):
+            saved = None
+        if isinstance(saved, dict) and saved.get("status") in ("completed", "diverged") \
+                and isinstance(saved.get("config"), dict):
+            mismatch = configuration_mismatch(saved["config"], config.to_dict(),
+                                              ignore=PLACEMENT_KEYS | {"name"})
+            if mismatch:
+                raise CheckpointError(
+                    f"{out} holds a finished run of another configuration ({mismatch}) "
+                    "and no checkpoint to continue it from; run it with its own "
+                    "configuration, or train into another directory")
     return Trainer(config, out_dir, **kwargs).run()
 
 
@@ -589,7 +630,6 @@ def aggregate_seeds(root: str | Path, seeds: Sequence[int]) -> dict[str, Any]:
     Raises:
         FileNotFoundError: if a seed's run has no summary.
     """
-    import json
 
     root = Path(root)
     finals = []
