@@ -307,3 +307,72 @@ def test_summary_reports_parameters_and_counted_flops(tmp_path, data):
     # the shared path materialises W(s) per angle and costs about one plain network
     two = train(tiny(max_steps=1), tmp_path / "two", data=data, **quiet())
     assert two["train_flops_per_example"] < 1.1 * plain["train_flops_per_example"]
+
+
+def _patience(**changes) -> RunConfig:
+    return tiny(validation=64, epochs=6, patience=1, lr=0.2, **changes)
+
+
+def test_patience_needs_a_validation_split():
+    with pytest.raises(ConfigError, match="'patience' chooses the epoch on the validation"):
+        tiny(patience=2)
+    with pytest.raises(ConfigError, match="'patience' must be >= 1"):
+        tiny(validation=64, patience=0)
+
+
+def test_patience_stops_on_validation_and_tests_the_chosen_epochs_weights(tmp_path):
+    """The epoch is chosen on validation; the test set, read once, sees its weights: the
+    same numbers as a run trained for exactly that many epochs (the reference)."""
+    config = _patience()
+    data = load_run_data(config)
+    done = train(config, tmp_path / "p", data=data, **quiet())
+    rows = (tmp_path / "p" / "metrics.csv").read_text().splitlines()
+    head = rows[0].split(",")
+    recs = [dict(zip(head, r.split(","), strict=True)) for r in rows[1:]]
+    vals = [float(r["val_accuracy"]) for r in recs]
+    # the first best, and the stop one epoch after the last improvement
+    chosen = 1 + vals.index(max(vals))
+    expected_stop = next((e for e in range(1, len(vals) + 1)
+                          if e - (1 + vals.index(max(vals[:e]))) >= 1), len(vals))
+    assert len(vals) == expected_stop == done["epochs_completed"] < config.epochs  # stopped
+    assert [r["test_accuracy"] != "" for r in recs] == [False] * (len(recs) - 1) + [True]
+    final = done["final"]
+    assert final["selected_epoch"] == chosen
+    assert final["val_accuracy"] == pytest.approx(vals[chosen - 1])
+    reference = train(config.replace(patience=None, epochs=chosen), tmp_path / "ref",
+                      data=data, **quiet())["final"]
+    for key in ("test_accuracy", "test_loss", "seen_accuracy", "unseen_accuracy",
+                "val_accuracy", "val_unseen_accuracy"):
+        assert final[key] == reference[key], key
+    # the checkpoint keeps the last weights (a continuation goes on from them), not the best
+    state = load_checkpoint(tmp_path / "p" / "checkpoints" / "last.pt")
+    assert state["best"]["epoch"] == chosen and state["epoch"] == expected_stop
+
+
+def test_patience_runs_resume_exactly(tmp_path):
+    config = _patience()
+    data = load_run_data(config)
+    full = train(config, tmp_path / "full", data=data, **quiet())
+    part = train(config.replace(max_steps=7), tmp_path / "part", data=data, **quiet())
+    assert part["steps"] == 7
+    rest = train(config, tmp_path / "part", data=data, **quiet())
+    assert rest["final"] == full["final"] and rest["steps"] == full["steps"]
+
+
+def test_ddp_patience_stops_every_process_at_the_same_epoch(tmp_path):
+    """Only rank 0 validates; the stop is broadcast (a process left training would hang)."""
+    common = ["--runs-dir", str(tmp_path), "--dataset", "synthetic", "--widths", "4", "8", "8",
+              "--hidden", "16", "--batch-size", "32", "--epochs", "6", "--lr", "0.2",
+              "--validation", "64", "--patience", "1", "--threads", "1", "--no-progress",
+              "--task-options", "train_fraction=0.25", "bins=8"]
+    single = subprocess.run([sys.executable, "-m", "weightmanifold", "train", "--name", "one",
+                             *common], capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", "29519", "-m", "weightmanifold", "train", "--name",
+                          "two", *common], capture_output=True, text=True, timeout=300)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    a = json.loads(read(tmp_path / "one" / "summary.json"))
+    b = json.loads(read(tmp_path / "two" / "summary.json"))
+    assert a["epochs_completed"] == b["epochs_completed"] < 6
+    assert a["final"]["selected_epoch"] == b["final"]["selected_epoch"]

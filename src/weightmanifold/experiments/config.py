@@ -48,6 +48,12 @@ class RunConfig:
         "as a validation split: evaluated after every epoch for curves and choices, while "
         "the test set is read once, at the end of the run (default: no split; the test "
         "set is evaluated every epoch, as in the paper)", default=None)
+    patience: int | None = _help(
+        "choose the epoch on the validation split: stop when validation accuracy (all "
+        "conditions) has not improved for this many epochs, and read the test set once, "
+        "with the weights of the best validation epoch; epochs is then the most the run "
+        "trains (needs validation; default: train every epoch and test the last)",
+        default=None)
     task: str = _help("conditioning task: rotation, noise or unconditioned",
                       default="rotation")
     task_options: dict[str, Any] = _help(
@@ -121,8 +127,11 @@ class RunConfig:
                               "independent or a number eps >= 0")
         if not isinstance(self.init, str) and not (0 <= self.init < float("inf")):
             raise ConfigError(f"config key 'init' must be a number >= 0, got {self.init}")
+        if self.patience is not None and self.validation is None:
+            raise ConfigError("config key 'patience' chooses the epoch on the validation "
+                              "split: set 'validation' too")
         for key in ("train_subset", "test_subset", "validation", "rank", "max_steps",
-                    "threads"):
+                    "threads", "patience"):
             v = getattr(self, key)
             if v is not None and v < 1:
                 raise ConfigError(f"config key {key!r} must be >= 1, got {v}")

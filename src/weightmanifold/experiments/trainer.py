@@ -10,7 +10,8 @@ A run lives in its own directory::
                                     the software (versions, git commit) that ran it
         snapshots.pt                manifold networks: the first layer's basis at the
                                     start and at every evaluation (for Fig. 1c)
-        checkpoints/last.pt         weights, optimiser, RNG states, data position
+        checkpoints/last.pt         weights, optimiser, RNG states, data position (and,
+                                    with ``patience``, the best validation epoch's weights)
 
 Every file is written atomically. Checkpoints are taken every
 ``checkpoint_every`` steps and at each epoch end; they hold everything that
@@ -21,6 +22,12 @@ and started again with the same command ends with exactly the metrics of an
 uninterrupted run. The data order of epoch ``e`` is a permutation drawn from a
 generator seeded by ``(seed, e)``, recomputed on resume. Checkpoints load with
 ``weights_only=True``.
+
+With a validation split, ``patience`` chooses the epoch on it: the run stops
+once validation accuracy has not improved for ``patience`` epochs (``epochs``
+is the most it trains), and the test set is read once, with the weights of the
+best validation epoch; ``summary.json``'s ``final`` holds that epoch's
+validation metrics, those weights' test metrics and ``selected_epoch``.
 
 A NaN/inf loss stops the run (status ``"diverged"`` in ``summary.json``), leaving
 the last good checkpoint in place.
@@ -240,6 +247,9 @@ class Trainer:
         self.loss_sum = 0.0
         self.loss_count = 0
         self.history: list[dict[str, Any]] = []
+        #: with ``patience``: the best validation epoch so far (``epoch``, ``metric``, its
+        #: history ``record`` and its ``model`` weights), checkpointed with the run
+        self.best: dict[str, Any] | None = None
         self.elapsed = 0.0
         self.status = "running"
         self.flops = training_flops_per_example(self.model, self.task, self.data,
@@ -269,6 +279,7 @@ class Trainer:
             "loss_count": self.loss_count,
             "history": self.history,
             "elapsed": self.elapsed,
+            "best": self.best,
         }
 
     def _save(self) -> None:
@@ -307,6 +318,7 @@ class Trainer:
         for key in ("epoch", "step_in_epoch", "global_step", "loss_sum", "loss_count",
                     "history", "elapsed"):
             setattr(self, key, state[key])
+        self.best = state.get("best")
         return True
 
     # -- the loop ------------------------------------------------------------------------------
@@ -332,8 +344,21 @@ class Trainer:
 
     def _done(self) -> bool:
         c = self.config
-        return self.epoch >= c.epochs or (c.max_steps is not None
-                                          and self.global_step >= c.max_steps)
+        stopped = (c.patience is not None and self.best is not None
+                   and self.epoch - self.best["epoch"] >= c.patience)
+        return stopped or self.epoch >= c.epochs or (c.max_steps is not None
+                                                     and self.global_step >= c.max_steps)
+
+    def _track_best(self, record: dict[str, Any]) -> None:
+        """With ``patience``: keep the weights of the best validation epoch (ties: the first)."""
+        if self.config.patience is None or self.step_in_epoch != 0:
+            return  # only whole epochs are candidates
+        metric = record["val_accuracy"]
+        if self.best is None or metric > self.best["metric"]:
+            self.best = {"epoch": self.epoch, "metric": metric,
+                         "record": {k: v for k, v in record.items() if k != "train_loss"},
+                         "model": {k: v.detach().clone()
+                                   for k, v in self.model.state_dict().items()}}
 
     def run(self) -> dict[str, Any]:
         """Train to the end (resuming if possible) and return the summary.
@@ -462,9 +487,18 @@ class Trainer:
             if self.data.val_x is not None:
                 assert self.data.val_y is not None
                 measure(self.data.val_x, self.data.val_y, "val_", self.config.seed * 2 + 3)
+                self._track_best(record)
             if self.data.val_x is None or self._done():
-                # with a validation split the test set is read once, by the final evaluation
+                # with a validation split the test set is read once, by the final evaluation:
+                # with patience, of the best validation epoch's weights
+                last = None
+                if self.config.patience is not None and self.best is not None:
+                    last = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                    self.model.load_state_dict(self.best["model"])
+                    record["selected_epoch"] = self.best["epoch"]
                 measure(self.data.test_x, self.data.test_y, "", self.config.seed * 2 + 2)
+                if last is not None:
+                    self.model.load_state_dict(last)
                 for key in ("accuracy", "loss"):
                     record[f"test_{key}"] = record.pop(key)
             self.model.train()
@@ -480,12 +514,26 @@ class Trainer:
                 if record[f"{prefix}unseen_accuracy"] is not None:
                     msg += (f" (seen {100 * record[f'{prefix}seen_accuracy']:.2f}%, "
                             f"unseen {100 * record[f'{prefix}unseen_accuracy']:.2f}%)")
+            if "selected_epoch" in record:
+                msg += (f"; the test set read with epoch {record['selected_epoch']}'s weights, "
+                        "the best on validation")
             self.log(msg)
         self.history.append(record)
+        if self.world > 1 and self.config.patience is not None:
+            # only rank 0 validates: every process must stop at the same epoch
+            best = torch.tensor([-1 if self.best is None else self.best["epoch"]],
+                                device=self.device)
+            torch.distributed.broadcast(best, 0)
+            if self.rank != 0 and int(best) >= 0:
+                self.best = {"epoch": int(best)}
 
     # -- results --------------------------------------------------------------------------------
     def summary(self, message: str | None = None) -> dict[str, Any]:
         final = self.history[-1] if self.history else None
+        if final is not None and "selected_epoch" in final and self.best is not None:
+            # the epoch chosen on validation: its validation metrics, its weights' test ones
+            final = {**final, **{k: v for k, v in self.best["record"].items()
+                                 if k.startswith("val_")}}
         return {
             "status": self.status,
             "message": message,
@@ -511,6 +559,8 @@ class Trainer:
                    "seen_accuracy", "unseen_accuracy"]
         if self.data.val_x is not None:
             columns += ["val_accuracy", "val_loss", "val_seen_accuracy", "val_unseen_accuracy"]
+        if self.config.patience is not None:
+            columns += ["selected_epoch"]
         atomic_write_csv(self.out / "metrics.csv", [{k: r.get(k) for k in columns}
                                                     for r in rows], columns)
         cond_rows = [{"epoch": r["epoch"], "step": r["step"], "split": split, **c}
