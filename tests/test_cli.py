@@ -20,6 +20,7 @@ TINY = ["--dataset", "synthetic", "--widths", "4", "8", "8", "--hidden", "16",
         "--batch-size", "32", "--epochs", "1", "--lr", "0.05", "--threads", "1",
         "--no-progress", "--task-options", "train_fraction=0.25", "bins=8"]
 TINY_OVERRIDES = {"dataset": "synthetic", "train_subset": None, "test_subset": None,
+                  "validation": None, "patience": None,
                   "epochs": 1, "widths": [4, 8, 8], "hidden": 16, "batch_size": 32,
                   "threads": 1, "lr": 0.05}
 
@@ -136,8 +137,9 @@ def test_preset_configurations_are_valid():
 
 def test_sweep_runs_aggregates_and_plots(tmp_path):
     preset = get_preset("rotation-sparsity")
-    rows = run_sweep(preset, tmp_path, seeds=[0, 1], labels=["ellipse", "concat"],
-                     overrides=TINY_OVERRIDES, log=lambda m: None, progress=False)
+    rows = run_sweep(preset, tmp_path, scale="quick", seeds=[0, 1],
+                     labels=["ellipse", "concat"], overrides=TINY_OVERRIDES,
+                     log=lambda m: None, progress=False)
     assert {r["label"] for r in rows} == {"ellipse", "concat"}
     assert len(rows) == 2 * 3  # two methods at three training fractions
     assert all(r["n"] == 2 and r["test_accuracy_std"] is not None for r in rows)
@@ -228,7 +230,8 @@ def test_sweep_reports_the_gap_and_draws_seen_and_gap_curves(tmp_path):
     assert "| unseen | gap |" in (tmp_path / "tables.md").read_text()
     # every angle seen (fraction 1): no gap to draw for that configuration, no crash
     rot = get_preset("rotation-sparsity")
-    run_sweep(rot, tmp_path / "rot", seeds=[0], labels=["plain"], xs=["0.25", "1.0"],
+    run_sweep(rot, tmp_path / "rot", scale="quick", seeds=[0], labels=["plain"],
+              xs=["0.25", "1.0"],
               log=lambda m: None, progress=False,
               overrides={**TINY_OVERRIDES, "validation": 64})
     drawn = {r["label"] for r in csv.DictReader(open(tmp_path / "rot" / "curves_gap.csv"))}
@@ -296,6 +299,47 @@ def test_runs_of_the_old_default_init_are_kept_apart_and_continued_with_init(tmp
     assert cli.returncode == 2 and "init must be constant, independent or a number" in cli.stderr
     assert "--init" in run_cli("sweep", "--help").stdout
     assert main(["sweep", "diffusion", "--init", "independent"]) == 2
+
+
+OLD_PRESETS = ("rotation-sparsity", "noise", "optimizers", "unconditioned",
+               "preconditioning-ablation")
+
+
+def test_cpu_scale_trains_where_networks_learn_and_chooses_epochs_on_validation():
+    """--scale cpu: the full training set less a validation split, the epoch chosen on it,
+    the test set read once; the whole-curve studies keep their fixed epochs."""
+    for name in OLD_PRESETS:
+        for r in get_preset(name).runs("cpu"):
+            c = r.config
+            subset = 10000 if c.arch == "resnet18ln-chw" else None  # 11 min a full epoch
+            assert (c.train_subset, c.test_subset, c.validation) == (subset, None, 5000), name
+            assert (c.epochs, c.patience) == (10, 2), (name, r.label)
+    assert {r.x for r in get_preset("rotation-sparsity").runs("cpu")} == {0.1, 0.25}
+    for name, epochs in (("init", 10), ("preconditioning-tuned", 10),
+                         ("unconditioned-converged", 15)):
+        assert {(r.config.epochs, r.config.patience, r.config.train_subset)
+                for r in get_preset(name).runs("cpu")} == {(epochs, None, None)}, name
+
+
+def test_quick_scale_is_the_first_results_budget():
+    """--scale quick reproduces the configurations of the results made before the cpu
+    budget changed (with --init independent): the same keys, field by field."""
+    for name in OLD_PRESETS:
+        for r in get_preset(name).runs("quick", init="independent"):
+            c = r.config
+            assert (c.train_subset, c.test_subset, c.validation, c.patience) == \
+                (10000, 1000, None, None), name
+            expected = 2 if c.arch == "resnet18ln-chw" else 3
+            assert c.epochs == expected and c.init == "independent", (name, r.label)
+    assert {r.x for r in get_preset("rotation-sparsity").runs("quick")} == {0.1, 0.25, 1.0}
+    resnet = [r.config for r in get_preset("unconditioned").runs("quick") if r.x != "cnn"]
+    assert {tuple(c.widths) for c in resnet} == {(16, 32, 64, 128)}
+    for name in ("init", "unconditioned-converged", "preconditioning-tuned"):
+        assert all(r.config.validation == 1000 and r.config.epochs == 3
+                   for r in get_preset(name).runs("quick"))
+    assert main(["sweep", "diffusion", "--scale", "quick"]) == 2
+    text = run_cli("sweep", "--help").stdout
+    assert "quick" in text and "patience" in text
 
 
 def test_optimizers_preset_gives_adamw_weight_decay():
