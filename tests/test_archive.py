@@ -118,6 +118,16 @@ def test_init_does_not_tell_runs_without_a_manifold_apart():
                     {"method": "concat", "init": 0.1})
     assert not same_run({"method": "manifold", "init": "independent"},
                         {"method": "manifold", "init": "constant"})
+    assert same_run({"method": "embedding", "init": "independent"},
+                    {"method": "embedding", "init": "constant"})
+
+
+@pytest.mark.parametrize("method", ["manifold", "both", "some-future-method"])
+def test_init_tells_runs_with_a_manifold_apart(method):
+    """The diffusion "both" (embedding and manifold) starts its manifold from init too,
+    and a method this module does not know is assumed to have one."""
+    assert not same_run({"method": method, "init": "independent"},
+                        {"method": method, "init": "constant"})
 
 
 def test_finished_run_of_another_configuration_is_not_overwritten(tmp_path):
@@ -137,3 +147,19 @@ def test_finished_run_of_another_configuration_is_not_overwritten(tmp_path):
     plain = RunConfig.from_dict({**TINY, "method": "plain"})
     write_summary(tmp_path / "p", **{**plain.to_dict(), "init": "independent"})
     assert train(plain, tmp_path / "p", **quiet())["final"] == {"x": 1}
+
+
+def test_finished_run_under_another_name_or_unreadable_is_not_overwritten(tmp_path):
+    """The name counts as in finished_summary; an unreadable summary beside no checkpoint may
+    be a finished run: both fail clearly and leave the directory as it was."""
+    config = RunConfig.from_dict({**TINY, "name": "new"})
+    write_summary(tmp_path / "a", **{**config.to_dict(), "name": "old"})
+    before = (tmp_path / "a" / "summary.json").read_text()
+    with pytest.raises(CheckpointError, match=r"name: saved 'old', now 'new'"):
+        train(config, tmp_path / "a", **quiet())
+    assert (tmp_path / "a" / "summary.json").read_text() == before
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "summary.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match=r"summary.json cannot be read .* move it away"):
+        train(config, tmp_path / "b", **quiet())
+    assert (tmp_path / "b" / "summary.json").read_text() == "{not json"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import pickle
@@ -17,6 +18,7 @@ import torch
 import weightmanifold as wm
 from weightmanifold.experiments.checkpoint import CheckpointError, load_checkpoint
 from weightmanifold.experiments.config import ConfigError, RunConfig
+from weightmanifold.experiments.evaluation import evaluate_checkpoint
 from weightmanifold.experiments.trainer import (
     Trainer,
     TrainingDivergedError,
@@ -341,12 +343,24 @@ def test_patience_stops_on_validation_and_tests_the_chosen_epochs_weights(tmp_pa
     assert final["val_accuracy"] == pytest.approx(vals[chosen - 1])
     reference = train(config.replace(patience=None, epochs=chosen), tmp_path / "ref",
                       data=data, **quiet())["final"]
+    # final is the chosen epoch whole: no train loss or step from the epochs after it
     for key in ("test_accuracy", "test_loss", "seen_accuracy", "unseen_accuracy",
-                "val_accuracy", "val_unseen_accuracy"):
+                "val_accuracy", "val_unseen_accuracy", "epoch", "step", "train_loss",
+                "val_by_condition", "by_condition"):
         assert final[key] == reference[key], key
     # the checkpoint keeps the last weights (a continuation goes on from them), not the best
     state = load_checkpoint(tmp_path / "p" / "checkpoints" / "last.pt")
     assert state["best"]["epoch"] == chosen and state["epoch"] == expected_stop
+    # the per-condition test rows say whose weights they measured
+    cond = list(csv.DictReader(open(tmp_path / "p" / "metrics_by_condition.csv")))
+    assert {r["weights_epoch"] for r in cond if r["split"] == "test"} == {str(chosen)}
+    assert {r["weights_epoch"] for r in cond if r["split"] == "val"} == {""}
+    # evaluate reads the weights the summary reports (--last: the last ones)
+    rows, _ = evaluate_checkpoint(tmp_path / "p", [0.0, 0.3])
+    ref_rows, _ = evaluate_checkpoint(tmp_path / "ref", [0.0, 0.3])
+    assert rows == ref_rows and rows[0]["weights_epoch"] == chosen
+    last_rows, _ = evaluate_checkpoint(tmp_path / "p", [0.0, 0.3], last=True)
+    assert last_rows[0]["weights_epoch"] == expected_stop
 
 
 def test_patience_runs_resume_exactly(tmp_path):
@@ -357,6 +371,33 @@ def test_patience_runs_resume_exactly(tmp_path):
     assert part["steps"] == 7
     rest = train(config, tmp_path / "part", data=data, **quiet())
     assert rest["final"] == full["final"] and rest["steps"] == full["steps"]
+
+
+def test_patience_with_max_steps_inside_the_first_epoch_tests_the_last_weights(tmp_path):
+    """No whole epoch yet, so no epoch to choose: the test set is read with the weights
+    trained so far (no selected_epoch), and the run continues exactly from there."""
+    config = _patience()
+    data = load_run_data(config)
+    part = train(config.replace(max_steps=2), tmp_path / "p", data=data, **quiet())
+    assert part["epochs_completed"] == 0 and part["steps"] == 2
+    assert part["final"]["test_accuracy"] is not None and "selected_epoch" not in part["final"]
+    rest = train(config, tmp_path / "p", data=data, **quiet())
+    full = train(config, tmp_path / "full", data=data, **quiet())
+    assert rest["final"] == full["final"] and rest["final"]["selected_epoch"] >= 1
+
+
+def test_more_epochs_do_not_restart_a_run_patience_stopped(tmp_path):
+    """The stop rule still holds: raising epochs trains nothing more; patience itself is part
+    of the configuration and cannot change on a continued run."""
+    config = _patience()
+    data = load_run_data(config)
+    done = train(config, tmp_path / "p", data=data, **quiet())
+    assert done["epochs_completed"] < config.epochs
+    more = train(config.replace(epochs=2 * config.epochs), tmp_path / "p", data=data,
+                 **quiet())
+    assert more["steps"] == done["steps"] and more["final"] == done["final"]
+    with pytest.raises(CheckpointError, match="patience"):
+        train(config.replace(patience=3), tmp_path / "p", data=data, **quiet())
 
 
 def test_ddp_patience_stops_every_process_at_the_same_epoch(tmp_path):

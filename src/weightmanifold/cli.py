@@ -209,7 +209,9 @@ def _print_table(rows: Sequence[dict[str, Any]]) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .experiments.evaluation import evaluate_checkpoint
 
-    rows, path = evaluate_checkpoint(args.run_dir, args.s, split_size=args.test_subset)
+    rows, path = evaluate_checkpoint(args.run_dir, args.s, split_size=args.test_subset,
+                                     last=args.last)
+    print(f"weights of epoch {rows[0]['weights_epoch']}")
     print(f"{'s':>8}{'accuracy':>10}{'loss':>9}{'seen':>6}")
     for r in rows:
         print(f"{r['s']:>8.4f}{100 * r['accuracy']:>9.2f}%{r['loss']:>9.4f}{r['seen']!s:>6}")
@@ -335,14 +337,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "evaluate", help="evaluate a run's checkpoint at chosen conditions s",
-        description="Load runs/<name>/checkpoints/last.pt (weights_only) and evaluate it on "
-                    "the test set at each given s, transformed by the run's task.",
+        description="Load runs/<name>/checkpoints/last.pt (weights_only) and evaluate the "
+                    "run's weights on the test set at each given s, transformed by the run's "
+                    "task: for a run with --patience those of the epoch chosen on validation "
+                    "(the weights its summary reports), else the last.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("run_dir", help="a run directory (with config.json and checkpoints/)")
     p.add_argument("--s", type=float, nargs="+", required=True,
                    help="conditions to evaluate at, e.g. 0 0.125 0.25")
     p.add_argument("--test-subset", type=int, default=None,
                    help="evaluate on this many test images (default: the run's setting)")
+    p.add_argument("--last", action="store_true",
+                   help="evaluate the last epoch's weights, not the epoch a --patience run "
+                        "chose on validation")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser(

@@ -56,22 +56,29 @@ def same_run(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     return all(a.get(k) == b.get(k) for k in keys)
 
 
+#: Methods whose networks have no manifold: ``init`` cannot change their runs.
+_NO_MANIFOLD = frozenset({"plain", "concat", "embed", "film", "embedding"})
+
+
 def inert_keys(config: Mapping[str, Any]) -> frozenset[str]:
     """The keys of a run configuration that cannot change its run.
 
     ``init`` shapes where a manifold network starts; a run without one (``method``
-    plain, concat, embed or film) has nothing to initialise along ``s``, so its
-    records stay valid whatever ``init`` they name (the experiments' default
-    changed from ``"independent"`` to ``"constant"``).
+    plain, concat, embed or film, or a diffusion run conditioned by its
+    ``embedding`` alone) has nothing to initialise along ``s``, so its records
+    stay valid whatever ``init`` they name (the experiments' default changed
+    from ``"independent"`` to ``"constant"``). Every other method (``manifold``,
+    the diffusion ``both``, any method this list does not know) keeps ``init``.
 
     Examples:
         >>> sorted(inert_keys({"method": "plain", "init": "independent"}))
         ['init']
         >>> sorted(inert_keys({"method": "manifold"}))
         []
+        >>> sorted(inert_keys({"method": "both", "init": "independent"}))
+        []
     """
-    return frozenset({"init"}) if config.get("method", "manifold") != "manifold" \
-        else frozenset()
+    return frozenset({"init"}) if config.get("method") in _NO_MANIFOLD else frozenset()
 
 
 def finished_summary(run_dir: str | Path, config: Mapping[str, Any],

@@ -19,11 +19,14 @@ __all__ = ["evaluate_checkpoint"]
 
 def evaluate_checkpoint(run_dir: str | Path, s_values: Sequence[float], *,
                         split_size: int | None = None, batch_size: int = 1000,
-                        seed: int = 0) -> tuple[list[dict[str, Any]], Path]:
-    """Test accuracy and loss of a run's last checkpoint at each condition in ``s_values``.
+                        seed: int = 0, last: bool = False,
+                        ) -> tuple[list[dict[str, Any]], Path]:
+    """Test accuracy and loss of a run's weights at each condition in ``s_values``.
 
-    The test images are transformed by the run's task at each ``s`` (noise drawn
-    from a generator seeded by ``seed``, the same for every ``s``).
+    The weights are the ones the run reports: for a run with ``patience``, those
+    of the epoch chosen on validation (kept in the checkpoint as ``best``), else
+    the last. The test images are transformed by the run's task at each ``s``
+    (noise drawn from a generator seeded by ``seed``, the same for every ``s``).
 
     Args:
         run_dir: a run directory with ``config.json`` and ``checkpoints/last.pt``.
@@ -31,10 +34,13 @@ def evaluate_checkpoint(run_dir: str | Path, s_values: Sequence[float], *,
         split_size: evaluate on this many test images (default: the run's subset).
         batch_size: images per forward pass.
         seed: seed of the task's noise.
+        last: evaluate the last weights even where the run chose an epoch on
+            validation.
 
     Returns:
-        The rows ``{"s", "accuracy", "loss", "seen"}`` and the path of the CSV they
-        were written to (``run_dir/evaluation.csv``).
+        The rows ``{"s", "accuracy", "loss", "seen", "weights_epoch"}`` (the epoch
+        whose weights were read) and the path of the CSV they were written to
+        (``run_dir/evaluation.csv``).
 
     Raises:
         FileNotFoundError: if the directory holds no run.
@@ -54,8 +60,13 @@ def evaluate_checkpoint(run_dir: str | Path, s_values: Sequence[float], *,
     data = load_run_data(config)
     task, model = build_run(config, data)
     state = load_checkpoint(ckpt)
+    best = state.get("best")
+    if not last and isinstance(best, dict) and "model" in best:
+        weights, weights_epoch = best["model"], int(best["epoch"])
+    else:
+        weights, weights_epoch = state["model"], int(state["epoch"])
     try:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(weights)
     except RuntimeError as err:
         raise CheckpointError(f"{ckpt} does not fit the run's model: {err}") from err
     model.eval()
@@ -73,7 +84,8 @@ def evaluate_checkpoint(run_dir: str | Path, s_values: Sequence[float], *,
                 loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
             n = len(data.test_x)
             rows.append({"s": float(s_value), "accuracy": correct / n, "loss": loss_sum / n,
-                         "seen": bool(task.seen(torch.tensor([float(s_value)]))[0])})
+                         "seen": bool(task.seen(torch.tensor([float(s_value)]))[0]),
+                         "weights_epoch": weights_epoch})
     out = run_dir / "evaluation.csv"
-    atomic_write_csv(out, rows, ["s", "accuracy", "loss", "seen"])
+    atomic_write_csv(out, rows, ["s", "accuracy", "loss", "seen", "weights_epoch"])
     return rows, out

@@ -734,9 +734,12 @@ def _plot_run_dir(run_dir: Path) -> list[Path]:
         rows = [r for r in raw if (r["epoch"], r["step"]) == last
                 and r.get("split", "test") == "test"]
         label = str(config.get("name") or run_dir.name)
+        chosen = rows[0].get("weights_epoch") if rows else None
+        when = (f"epoch {chosen}'s weights, chosen on validation; trained to epoch {last[0]}"
+                if chosen not in (None, "") else f"epoch {last[0]}, step {last[1]}")
         paths.append(plot_accuracy_by_condition(
             {label: rows}, run_dir / "by_condition.png", periodic=periodic,
-            title=f"{label}: accuracy by condition (epoch {last[0]}, step {last[1]})"))
+            title=f"{label}: accuracy by condition ({when})"))
     snapshots = run_dir / "snapshots.pt"
     if snapshots.is_file():  # written by the trainer for manifold networks
         from ..topology import make_manifold

@@ -356,7 +356,7 @@ class Trainer:
         metric = record["val_accuracy"]
         if self.best is None or metric > self.best["metric"]:
             self.best = {"epoch": self.epoch, "metric": metric,
-                         "record": {k: v for k, v in record.items() if k != "train_loss"},
+                         "record": dict(record),
                          "model": {k: v.detach().clone()
                                    for k, v in self.model.state_dict().items()}}
 
@@ -430,7 +430,10 @@ class Trainer:
                 self.epoch += 1
                 self.step_in_epoch = 0
             self._evaluate()
-            self.loss_sum, self.loss_count = 0.0, 0
+            if self.step_in_epoch == 0:
+                # an evaluation mid-epoch (max_steps) keeps the epoch's running loss, so a
+                # continuation reports the same epoch train loss as an uninterrupted run
+                self.loss_sum, self.loss_count = 0.0, 0
             if self._done():
                 self.status = "completed"
             self._save()
@@ -530,10 +533,16 @@ class Trainer:
     # -- results --------------------------------------------------------------------------------
     def summary(self, message: str | None = None) -> dict[str, Any]:
         final = self.history[-1] if self.history else None
-        if final is not None and "selected_epoch" in final and self.best is not None:
-            # the epoch chosen on validation: its validation metrics, its weights' test ones
-            final = {**final, **{k: v for k, v in self.best["record"].items()
-                                 if k.startswith("val_")}}
+        if final is not None and "selected_epoch" in final and self.best is not None \
+                and "record" in self.best:
+            # the epoch chosen on validation, whole: its epoch, step, train loss and validation
+            # metrics, and the test metrics its weights scored (the last record holds those);
+            # epochs_completed and steps say how far training went before patience stopped it
+            chosen = self.best["record"]
+            final = {**final, **{k: v for k, v in chosen.items()
+                                 if k.startswith("val_") or k in ("epoch", "step", "train_loss")}}
+            if "train_loss" not in chosen:  # a checkpoint written before the record kept it
+                final.pop("train_loss", None)
         return {
             "status": self.status,
             "message": message,
@@ -563,12 +572,17 @@ class Trainer:
             columns += ["selected_epoch"]
         atomic_write_csv(self.out / "metrics.csv", [{k: r.get(k) for k in columns}
                                                     for r in rows], columns)
-        cond_rows = [{"epoch": r["epoch"], "step": r["step"], "split": split, **c}
+        # test rows read with the chosen epoch's weights (patience) say which epoch that was
+        cond_rows = [{"epoch": r["epoch"], "step": r["step"], "split": split,
+                      "weights_epoch": r.get("selected_epoch") if split == "test" else None, **c}
                      for r in self.history
                      for split, key in (("val", "val_by_condition"), ("test", "by_condition"))
                      for c in r.get(key) or []]
-        atomic_write_csv(self.out / "metrics_by_condition.csv", cond_rows,
-                         ["epoch", "step", "split", "s", "seen", "accuracy", "loss"])
+        cond_columns = ["epoch", "step", "split", "s", "seen", "accuracy", "loss"]
+        if self.config.patience is not None:
+            cond_columns.insert(3, "weights_epoch")
+        atomic_write_csv(self.out / "metrics_by_condition.csv",
+                         [{k: r.get(k) for k in cond_columns} for r in cond_rows], cond_columns)
         atomic_write_json(self.out / "summary.json", self.summary(message))
 
 
@@ -614,16 +628,20 @@ def train(config: RunConfig, out_dir: str | Path, *,
         kwargs.get("log", print)(f"{out} is complete ({done.get('steps')} steps): "
                                  "not retrained")
         return done
-    if not (out / "checkpoints" / "last.pt").exists():
+    if not (out / "checkpoints" / "last.pt").exists() and (out / "summary.json").exists():
         try:
             with open(out / "summary.json") as f:
                 saved = json.load(f)
-        except (OSError, ValueError):
-            saved = None
+        except (OSError, ValueError) as err:
+            raise CheckpointError(
+                f"{out}/summary.json cannot be read ({err}) and there is no checkpoint: "
+                "the directory may hold a finished run; move it away to train here") from err
         if isinstance(saved, dict) and saved.get("status") in ("completed", "diverged") \
                 and isinstance(saved.get("config"), dict):
+            # the name counts here as in finished_summary: a finished run of the same
+            # configuration under another name is never trained over either
             mismatch = configuration_mismatch(saved["config"], config.to_dict(),
-                                              ignore=PLACEMENT_KEYS | {"name"})
+                                              ignore=PLACEMENT_KEYS)
             if mismatch:
                 raise CheckpointError(
                     f"{out} holds a finished run of another configuration ({mismatch}) "
