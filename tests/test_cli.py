@@ -290,6 +290,8 @@ def test_runs_of_the_old_default_init_are_kept_apart_and_continued_with_init(tmp
     again = run_sweep(preset, root, seeds=[0], init="independent", train=False, **quiet)
     assert [r["unseen_accuracy_mean"] for r in again] == \
         [r["unseen_accuracy_mean"] for r in old]
+    saved = json.loads((root / "results.json").read_text())
+    assert (saved["scale"], saved["init"]) == ("cpu", "independent")  # the tables say it
     with pytest.raises(CheckpointError, match="--init independent"):
         run_sweep(preset, root, seeds=[0], **quiet)  # resuming: its checkpoint differs
     assert main(["archive", str(root), str(tmp_path / "archived")]) == 0
@@ -359,6 +361,27 @@ def test_init_option_takes_a_number_or_a_name_and_rank_an_integer():
         "constant"
     with pytest.raises(ValueError, match="init"):
         config_from_args(parser.parse_args(["train", "--init", "wide"]))
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf", "-1", "-0.01", "", "Constant", "1e400"])
+def test_sweep_init_refuses_what_is_not_a_start(text):
+    """--init of a sweep: a name or a finite eps >= 0; nan compares false with everything and
+    must not slip through the range check."""
+    import argparse
+
+    from weightmanifold.cli import _parse_init
+
+    with pytest.raises(argparse.ArgumentTypeError, match="init must be constant, independent"):
+        _parse_init(text)
+
+
+@pytest.mark.parametrize(("text", "value"), [("0", 0.0), ("0.03", 0.03), ("1e-3", 1e-3),
+                                             ("constant", "constant"),
+                                             ("independent", "independent")])
+def test_sweep_init_takes_names_and_finite_eps(text, value):
+    from weightmanifold.cli import _parse_init
+
+    assert _parse_init(text) == value
 
 
 def test_tuned_preset_chooses_each_arms_learning_rate_on_validation(tmp_path):
@@ -460,3 +483,25 @@ def test_tuned_grid_records_a_diverged_value_and_chooses_among_the_rest(tmp_path
                       progress=False, figures=False)
     assert again == rows
     assert sum("not retrained" in m for m in logged) == 4 + 2  # 4 finished, 2 diverged seeds 0
+
+
+def test_demo_refuses_runs_of_an_earlier_demo_before_training(tmp_path, capsys):
+    """runs/demo from before the constant start (or from --quick): one clear remedy, no
+    training and no data needed to say so, and no hint about sweep flags."""
+    from weightmanifold.experiments.checkpoint import CheckpointError
+    from weightmanifold.experiments.demo import demo_configs, run_demo
+
+    old = {**demo_configs()["ellipse"].to_dict(), "init": "independent"}
+    (tmp_path / "demo" / "ellipse").mkdir(parents=True)
+    (tmp_path / "demo" / "ellipse" / "config.json").write_text(json.dumps(old))
+    with pytest.raises(CheckpointError, match=r"init: saved 'independent', now 'constant'\), "
+                                              r"made by an earlier version.*delete .*demo to "
+                                              r"train the demo afresh") as err:
+        run_demo(tmp_path / "demo", data_dir=str(tmp_path / "no-data"), log=lambda m: None)
+    assert "--init" not in str(err.value)
+    with pytest.raises(CheckpointError, match="train_subset: saved 10000, now 3000"):
+        run_demo(tmp_path / "demo", data_dir=str(tmp_path / "no-data"), quick=True,
+                 log=lambda m: None)
+    with pytest.raises(SystemExit) as code:
+        main(["demo", "--runs-dir", str(tmp_path), "--data-dir", str(tmp_path)])
+    assert code.value.code == 2 and "to train the demo afresh" in capsys.readouterr().err

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import atomic_write_csv
+from .archive import PLACEMENT_KEYS
+from .checkpoint import CheckpointError, atomic_write_csv
 from .config import RunConfig
-from .trainer import load_run_data, train
+from .trainer import RESUMABLE_CHANGES, configuration_mismatch, load_run_data, train
 
 __all__ = ["DEMO_METHODS", "demo_configs", "run_demo"]
 
@@ -39,6 +41,29 @@ def demo_configs(data_dir: str | None = None, quick: bool = False) -> dict[str, 
             for label, keys in DEMO_METHODS.items()}
 
 
+def _refuse_other_demos(root: Path, configs: dict[str, RunConfig]) -> None:
+    """Fail before any training when ``root`` holds runs another demo made.
+
+    The demo's runs resume; a directory from an earlier version of the demo (it
+    started the ellipse independent, for one) or from ``--quick`` cannot be
+    continued, and the remedy is always the same: a fresh directory.
+    """
+    for label, config in configs.items():
+        path = root / label / "config.json"
+        try:
+            with open(path) as f:
+                saved = json.load(f)
+        except (OSError, ValueError):
+            continue  # nothing there (or the trainer reports what is wrong)
+        mismatch = configuration_mismatch(saved, config.to_dict(),
+                                          ignore=PLACEMENT_KEYS | set(RESUMABLE_CHANGES))
+        if mismatch:
+            raise CheckpointError(
+                f"{root / label} holds a run of another demo ({mismatch.split(' -- ')[0]}), "
+                "made by an earlier version of the demo or by the other of --quick and the "
+                f"full demo; delete {root} to train the demo afresh")
+
+
 def run_demo(root: str | Path, *, data_dir: str | None = None, quick: bool = False,
              progress: bool | None = None,
              log: Callable[[str], None] = print) -> list[dict[str, Any]]:
@@ -49,9 +74,12 @@ def run_demo(root: str | Path, *, data_dir: str | None = None, quick: bool = Fal
 
     Raises:
         weightmanifold.experiments.datasets.DatasetError: if Fashion-MNIST is missing.
+        CheckpointError: if ``root`` holds demo runs of another configuration (an
+            earlier version of the demo, or ``quick`` against the full demo).
     """
     root = Path(root)
     configs = demo_configs(data_dir, quick)
+    _refuse_other_demos(root, configs)
     data = load_run_data(next(iter(configs.values())))
     rows, series = [], {}
     for label, config in configs.items():

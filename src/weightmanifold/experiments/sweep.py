@@ -312,7 +312,7 @@ def run_sweep(preset: Preset, root: str | Path, *, scale: str = "cpu",
     Args:
         preset: the experiment.
         root: the sweep directory (``runs/<preset>``).
-        scale: ``"cpu"`` or ``"paper"``.
+        scale: ``"cpu"``, ``"quick"`` or ``"paper"``.
         seeds: seeds to run (default: the preset's for the scale).
         labels: run only the configurations with these labels (methods).
         xs: run only the configurations at these values of the swept variable
@@ -421,7 +421,9 @@ def run_sweep(preset: Preset, root: str | Path, *, scale: str = "cpu",
         atomic_write_csv(root / "differences.csv", diffs)
     atomic_write_bytes(root / "tables.md",
                        markdown_tables(rows, diffs, x_name=preset.x_name).encode())
+    # init: the start of the configurations that do not set their own (None: the default)
     atomic_write_json(root / "results.json", {"preset": preset.name, "scale": scale,
+                                              "init": "constant" if init is None else init,
                                               "seeds": seeds, "rows": rows,
                                               "differences": diffs, "tuning": tuning})
     if figures:
