@@ -20,6 +20,9 @@ process, each reported as its median step time and its ratio to ``bspline4``:
   = 4`` non-zero coefficients of each example's window (or a few merged
   windows) without gathering activations;
 * ``bspline12-unsorted``: the same on the batch as drawn;
+* ``bspline12-windows``: the convolutions kept off the per-example path (each
+  example's kernel mixed from its window, one grouped convolution): per window
+  or merged windows only, as before that path existed;
 * ``bspline12-basis``: all 12 basis tensors for every example (no windows).
 
 Run: ``python bench/diffusion_step.py`` (``--rounds`` for more repetitions). The
@@ -52,7 +55,8 @@ from weightmanifold.layers.conditioning import manifolds_of
 #: the preset's methods at CPU scale, plus the 12-point spline of issue 14's target
 PRESET_VARIANTS = ("embedding", "embedding-wide", "line", "quadratic", "bspline4", "bspline8",
                    "experts", "bspline4-r8", "both")
-VARIANTS = (*PRESET_VARIANTS, "bspline12", "bspline12-unsorted", "bspline12-basis")
+VARIANTS = (*PRESET_VARIANTS, "bspline12", "bspline12-unsorted", "bspline12-windows",
+            "bspline12-basis")
 #: the preset's CPU scale (weightmanifold.experiments.diffusion_sweep)
 CPU_SCALE = {"image_size": 16, "batch_size": 64}
 
@@ -86,10 +90,12 @@ def make_step(name: str, batch: int, seed: int = 0) -> Callable[[], None]:
         t, order = t.sort(stable=True)
         x0, noise = x0[order], noise[order]
     x_t = add_noise(ddpm, x0, noise, t)
-    if name.endswith("-basis"):
-        for m in model.modules():
-            if isinstance(m, wm.layers.ManifoldOp):
+    for m in model.modules():
+        if isinstance(m, wm.layers.ManifoldOp):
+            if name.endswith("-basis"):
                 m.path = "basis"
+            if name.endswith("-windows"):
+                m._kernel_per_example = False
     state = {"step": 0}
 
     def run() -> None:  # the body of train_denoiser's loop

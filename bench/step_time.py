@@ -30,9 +30,10 @@ as the median step time and its ratio to the plain network in the same rounds:
   at ``n = 12`` the batch is grouped by window of ``p + 1 = 4`` non-zero
   coefficients (eager), ``bspline12-basis`` forces the basis path on all 12,
   ``bspline12-window`` keeps the dense layer off the banded path (per window
-  or the basis path, as before it existed); ``bspline12-sorted`` sorts the
-  batch by ``s`` first (as the diffusion trainer does), so that no layer
-  gathers or scatters its activations;
+  or the basis path, as before it existed), ``bspline12-windows`` keeps the
+  convolutions off the per-example path (per window, as before it existed);
+  ``bspline12-sorted`` sorts the batch by ``s`` first (as the diffusion
+  trainer does), so that no layer gathers or scatters its activations;
 * ``precondition``: the metric preconditioning alone (part of the ellipse step);
   ``precondition-r8``: the low-rank block preconditioning alone (part of the
   ``ellipse-r8`` step);
@@ -133,6 +134,10 @@ class Setup:
                 for m in model.modules():
                     if isinstance(m, wm.layers.ManifoldOp):
                         m._banded = False
+            if name.endswith("-windows"):  # convolutions per window, as before the
+                for m in model.modules():  # per-example path
+                    if isinstance(m, wm.layers.ManifoldOp):
+                        m._kernel_per_example = False
             y = self.y
             if name.endswith("-sorted"):  # the batch sorted by s: no per-layer gathers
                 order = s.argsort()
@@ -241,7 +246,7 @@ def _no_grad(net: nn.Module, x: torch.Tensor) -> None:
 
 VARIANTS = ["plain", "ellipse", "ellipse-output-mix", "line", "ellipse-r4", "ellipse-r8",
             "ellipse-r16", "ellipse-r8-joint", "bspline4", "bspline12", "bspline12-basis",
-            "bspline12-window", "bspline12-sorted",
+            "bspline12-window", "bspline12-windows", "bspline12-sorted",
             "plain-compiled", "ellipse-compiled",
             "per-example-vmap", "per-example-loop", "condconv", "precondition",
             "precondition-r8", "plain-inference", "at-inference"]
@@ -340,7 +345,8 @@ def main() -> None:
         print(f"low-rank preconditioning is {100 * share:.2f} % of an ellipse-r8 step")
         results["precondition_share_of_ellipse_r8_step"] = share
     if "bspline4" in med:
-        for other in ("bspline12", "bspline12-basis", "bspline12-window", "bspline12-sorted"):
+        for other in ("bspline12", "bspline12-basis", "bspline12-window", "bspline12-windows",
+                      "bspline12-sorted"):
             if other in med:
                 share = med[other] / med["bspline4"]
                 print(f"{other} step is {share:.2f}x the bspline4 step")

@@ -130,6 +130,7 @@ def test_a_batch_sorted_by_s_skips_the_gathers_and_gives_the_same_answer(manifol
     model = wm.manifoldify(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Flatten(),
                                          nn.Linear(8 * 12 * 12, 6)), manifold,
                            init="independent")
+    model.module[0]._kernel_per_example = False  # the windows, whose gathers a sorted batch skips
     x = torch.randn(20, 3, 12, 12)
     s = knots_and_ends(manifold, 20)
     routes = [layer._local_path(h, wm.condition(model, s).windows[0], 0)
@@ -218,23 +219,34 @@ def test_conv2d_local_path_and_grouped_batches():
 
 @pytest.mark.usefixtures("free_calls")
 def test_local_path_is_taken_and_costs_a_window_of_basis_tensors():
-    """Counted FLOPs: the local path of a 12-point cubic spline does the arithmetic of 4."""
+    """Counted FLOPs: the windows of a 12-point cubic spline do the arithmetic of 4; the
+    per-example path the convolutions of one plain network plus the mixing of each
+    example's kernel and bias from w basis tensors (counted by wm.layers.FLOP_FORMULAS)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     torch.manual_seed(2)
     net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3))
     x, s = torch.randn(128, 3, 12, 12), torch.rand(128)
 
-    def flops(manifold, local):
+    def flops(manifold, local, per_example=True):
         model = wm.manifoldify(net, manifold)
-        with FlopCounterMode(display=False) as counter:
+        for layer in model.modules():
+            if isinstance(layer, wm.ManifoldConv2d) and not per_example:
+                layer._kernel_per_example = False
+        with FlopCounterMode(display=False, custom_mapping=wm.layers.FLOP_FORMULAS) as counter:
             model(x, s=wm.condition(model, s, local=local))
         return counter.get_total_flops()
 
-    twelve_local = flops(wm.BSpline(12, degree=3), None)
+    with FlopCounterMode(display=False) as counter:
+        net(x)
+    plain = counter.get_total_flops()
+    mixing = 2 * 128 * 4 * sum(p.numel() for p in net.parameters())  # w = 4 per value
+    twelve_window = flops(wm.BSpline(12, degree=3), None, per_example=False)
+    twelve_example = flops(wm.BSpline(12, degree=3), None)
     twelve_basis = flops(wm.BSpline(12, degree=3), False)
     four = flops(wm.BSpline(4, degree=3), None)
-    assert twelve_local == four and twelve_basis == 3 * four
+    assert twelve_window == four and twelve_basis == 3 * four
+    assert twelve_example == plain + mixing < four / 3.5
 
 
 def test_traced_models_fall_back_to_the_basis_path():
@@ -264,7 +276,12 @@ def test_path_costs_choose_banded_for_wide_dense_layers_and_windows_for_convolut
     windows = wm.condition(layer, torch.rand(128)).windows[0]
     assert layer._local_path(torch.zeros(128, 2048), windows, 0) == "banded"
     conv = wm.ManifoldConv2d(wm.BSpline(12, degree=3), 16, 16, 3)
-    assert conv._local_path(torch.zeros(128, 16, 16, 16), windows, 0) == "window"
+    assert conv._local_path(torch.zeros(128, 16, 16, 16), windows, 0) == "example"
+    # a 64 x 64 x 3 x 3 kernel per example at 8 x 8: the grouped convolution measured
+    # slower than the windows (bench/README.md)
+    wide = wm.ManifoldConv2d(wm.BSpline(12, degree=3), 64, 64, 3, padding=1)
+    assert wide._local_path(torch.zeros(128, 64, 8, 8), windows, 0) == "window"
+    assert wide._local_path(torch.zeros(128, 64, 32, 32), windows, 0) == "example"
     big = wm.ManifoldConv2d(wm.BSpline(12, degree=3), 512, 512, 3)  # weight-bound at 1 x 1
     assert big._local_path(torch.zeros(128, 512, 1, 1), windows, 0) == "basis"
 
@@ -453,10 +470,101 @@ def test_small_convolutions_merge_windows_and_large_ones_do_not():
     small = wm.ManifoldConv2d(manifold, 32, 32, 3, padding=1)
     windows = wm.condition(small, s[::2]).windows[0]
     assert len(windows.starts) == 9
-    assert small._local_path(torch.zeros(64, 32, 4, 4), windows, 0) == "window"
     runs = small._local_costs(torch.zeros(64, 32, 4, 4), windows, 0)["window"][1]
     assert 1 < len(runs) < 9
     large = wm.ManifoldConv2d(manifold, 32, 64, 3, padding=1)
     windows = wm.condition(large, s).windows[0]
     runs = large._local_costs(torch.zeros(128, 32, 32, 32), windows, 0)["window"][1]
     assert runs == tuple((u, u) for u in range(9))
+
+
+def _force(model: nn.Module, route: str) -> list[int]:
+    taken: list[int] = []
+    for layer in model.modules():
+        if isinstance(layer, wm.layers.ManifoldOp) and layer._kernel_per_example:
+            layer._local_path = lambda *args, _t=taken: _t.append(1) or route
+    return taken
+
+
+@pytest.mark.parametrize("manifold", [wm.BSpline(12, degree=3), wm.BSpline(9, degree=2,
+                                                                            periodic=True),
+                                      wm.BSpline(5, degree=0)], ids=repr)
+@pytest.mark.parametrize(("dims", "options"), [
+    (1, {"padding": 2, "dilation": 2}),
+    (2, {"padding": 1, "groups": 2, "padding_mode": "reflect"}),
+    (2, {"stride": 2, "bias": False, "padding_mode": "circular", "padding": 1}),
+    (3, {"padding": "same"}),
+], ids=["1d-dilated", "2d-groups-reflect", "2d-strided-circular-nobias", "3d-same"])
+def test_per_example_path_equals_the_basis_path_and_the_reference(manifold, dims, options):
+    """Forced onto the per-example path (each example's kernel mixed from its window, one
+    grouped convolution), convolutions of every kind give the basis path's outputs and
+    gradients (s included) and wm.at's per example."""
+    torch.manual_seed(11)
+    conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[dims]
+    net = nn.Sequential(conv(4, 6, 3, **options), nn.Tanh(), conv(6, 2, 1))
+    model = wm.manifoldify(net, manifold, init="independent")
+    taken = _force(model, "example")
+    x = torch.randn(14, 4, *([5] * dims))
+    s = knots_and_ends(manifold, 14).requires_grad_(True)
+    y = model(x, s=s)
+    assert len(taken) == 2
+    assert_basis_and_reference(model, x, s, y)
+
+
+def test_per_example_path_gradcheck_and_channels_last():
+    """gradcheck through the kernels' embedding_bag and the grouped convolution, in x, s,
+    the basis and the bias; a channels-last input gives a channels-last output."""
+    torch.manual_seed(12)
+    layer = wm.ManifoldConv2d(wm.BSpline(7, degree=2), 3, 4, 3, padding=1, groups=1)
+    with torch.no_grad():
+        layer.weight.add_(torch.randn_like(layer.weight))
+        layer.bias.add_(torch.randn_like(layer.bias))
+    _force(layer, "example")
+    x = torch.randn(5, 3, 4, 4, requires_grad=True)
+    s = torch.tensor([0.05, 0.3, 0.31, 0.7, 0.95], requires_grad=True)
+
+    def f(x, s, weight, bias):
+        return torch.func.functional_call(layer, {"weight": weight, "bias": bias}, (x,),
+                                          {"s": wm.condition(layer, s)})
+
+    assert torch.autograd.gradcheck(f, (x, s, layer.weight, layer.bias))
+    xl = x.detach().contiguous(memory_format=torch.channels_last)
+    y = layer(xl, s=s)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(y, layer(x.detach(), s=wm.condition(layer, s, local=False)),
+                          atol=1e-12)
+
+
+def test_per_example_path_second_order_and_torch_func():
+    """Gradients of gradients through the kernels' mixing (its backward is differentiable)
+    equal the basis path's; under torch.func the cost model does not offer the path (its
+    Function has no functorch rule) and the answer is unchanged."""
+    from torch.func import functional_call, grad
+
+    torch.manual_seed(13)
+    layer = wm.ManifoldConv2d(wm.BSpline(7, degree=2), 3, 4, 3, padding=1)
+    with torch.no_grad():
+        layer.weight.add_(torch.randn_like(layer.weight))
+    x = torch.randn(6, 3, 4, 4, requires_grad=True)
+    s = torch.rand(6, requires_grad=True)
+
+    def second(local: bool | None) -> list[torch.Tensor]:
+        y = layer(x, s=wm.condition(layer, s, local=local))
+        g = torch.autograd.grad(y.pow(2).sum(), [layer.weight, x, s], create_graph=True)
+        return list(torch.autograd.grad(sum(t.pow(2).sum() for t in g),
+                                        [layer.weight, x, s, layer.bias]))
+
+    _force(layer, "example")
+    forced = second(None)
+    for u, v in zip(forced, second(False), strict=True):
+        assert torch.allclose(u, v, atol=1e-9)
+    del layer._local_path
+    params = {k: v.detach() for k, v in layer.named_parameters()}
+
+    def loss(p, x, s):
+        return functional_call(layer, p, (x,), {"s": s}).pow(2).sum()
+
+    got = grad(loss)(params, x.detach(), s.detach())["weight"]
+    want = torch.autograd.grad(layer(x, s=wm.condition(layer, s, local=False)).pow(2).sum(),
+                               layer.weight)[0]
+    assert torch.allclose(got, want, atol=1e-10)

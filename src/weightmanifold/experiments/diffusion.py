@@ -411,8 +411,8 @@ def evaluate_denoiser(model: nn.Module, config: DiffusionConfig, test_images: Te
 
 
 def training_flops_per_example(model: Denoiser, x0: Tensor, T: int) -> float:
-    """Counted FLOPs (matrix products, convolutions) of one training step per example,
-    on a copy of ``model`` with every example at its own timestep."""
+    """Counted FLOPs (matrix products, convolutions, kernel mixing) of one training step
+    per example, on a copy of ``model`` with every example at its own timestep."""
     from torch.utils.flop_counter import FlopCounterMode
 
     clone = copy.deepcopy(model).train()
@@ -420,7 +420,7 @@ def training_flops_per_example(model: Denoiser, x0: Tensor, T: int) -> float:
     t = torch.randint(0, T, (len(x0),), generator=gen).to(x0.device)
     noise = torch.randn(x0.shape, generator=gen).to(x0.device)
     ddpm, _ = _schedulers(T)
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False, custom_mapping=wm.layers.FLOP_FORMULAS) as counter:
         nn.functional.mse_loss(clone(add_noise(ddpm, x0, noise, t), t), noise).backward()
     return counter.get_total_flops() / len(x0)
 

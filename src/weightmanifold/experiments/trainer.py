@@ -155,8 +155,9 @@ def training_flops_per_example(model: nn.Module, task: Task, data: RunData,
     """Floating-point operations of one training step (forward + backward) per example.
 
     Counted with :class:`torch.utils.flop_counter.FlopCounterMode` (matrix
-    products and convolutions, which dominate; element-wise work is not
-    counted) on a copy of ``model`` and a batch of training examples of the
+    products and convolutions, which dominate, and the per-example path's
+    kernel mixing, :data:`weightmanifold.layers.FLOP_FORMULAS`; element-wise work
+    is not counted) on a copy of ``model`` and a batch of training examples of the
     run's batch size with their own conditions, so the path a training batch
     takes (basis, shared or single) is what is measured. The model, its gradients
     and the run's generators are untouched.
@@ -167,7 +168,7 @@ def training_flops_per_example(model: nn.Module, task: Task, data: RunData,
     gen = torch.Generator().manual_seed(0)
     x, s = task.train_batch(data.train_x[:batch], gen)
     y = data.train_y[:batch]
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False, custom_mapping=wm.layers.FLOP_FORMULAS) as counter:
         F.cross_entropy(clone(x, s), y).backward()
     return counter.get_total_flops() / len(y)
 

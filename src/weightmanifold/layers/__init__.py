@@ -4,7 +4,7 @@ from .attention import ManifoldMultiheadAttention
 from .base import ManifoldModule, single_condition
 from .conditioning import Conditioning, Groups, condition, manifolds_of
 from .context import active, conditioned, reenter_in_backward
-from .conv import ManifoldConv1d, ManifoldConv2d, ManifoldConv3d
+from .conv import FLOP_FORMULAS, ManifoldConv1d, ManifoldConv2d, ManifoldConv3d
 from .embedding import ManifoldEmbedding
 from .linear import ManifoldLinear
 from .linear_op import ManifoldOp
@@ -29,6 +29,7 @@ from .parameter import ManifoldParameter
 from .transposed_linear import ManifoldTransposedLinear
 
 __all__ = [
+    "FLOP_FORMULAS",
     "Conditioning",
     "Groups",
     "LowRankConv1d",

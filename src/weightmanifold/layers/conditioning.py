@@ -98,6 +98,7 @@ class Groups:
     restore: Tensor
     counts: tuple[int, ...]
     in_order: bool = False
+    index: Tensor | None = None
 
     @classmethod
     def of(cls, coefficients: Tensor) -> Groups:
@@ -154,6 +155,8 @@ class Windows:
             in that order (as :class:`Groups`). A batch sorted by ``s`` on a
             B-spline is: sorting a training batch by its conditions saves every
             layer a gather and a scatter of its activations.
+        index: each example's basis indices, ``[B, w]`` in batch order (the
+            columns of :attr:`local`), for the per-example path of convolutions.
     """
 
     starts: tuple[int, ...]
@@ -164,6 +167,7 @@ class Windows:
     restore: Tensor
     counts: tuple[int, ...]
     in_order: bool = False
+    index: Tensor | None = None
 
     @classmethod
     def of(cls, coefficients: Tensor, width: int, periodic: bool) -> Windows:
@@ -188,7 +192,7 @@ class Windows:
         idx = (start[:, None] + torch.arange(width, device=start.device)) % n
         local = coefficients.gather(1, idx)
         return cls(tuple(int(j) for j in starts.tolist()), width, n, local, order,
-                   torch.argsort(order), tuple(counts), _sorted(inverse))
+                   torch.argsort(order), tuple(counts), _sorted(inverse), idx)
 
     def indices(self, u: int) -> list[int]:
         """The basis indices of window ``u`` (of :attr:`starts`)."""

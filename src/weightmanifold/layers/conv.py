@@ -10,12 +10,55 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..topology import Manifold
+from .conditioning import Windows
 from .linear_op import ManifoldOp
 
-__all__ = ["ManifoldConv1d", "ManifoldConv2d", "ManifoldConv3d"]
+__all__ = ["FLOP_FORMULAS", "ManifoldConv1d", "ManifoldConv2d", "ManifoldConv3d"]
 
 _PLAIN = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _FUNC = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+def _mix_rows_flop(rows_shape: Any, index_shape: Any, *args: Any, out_shape: Any = None,
+                   **kwargs: Any) -> int:
+    """FLOPs of a weighted ``embedding_bag``: a multiply-add per value of each row read."""
+    return 2 * math.prod(index_shape) * math.prod(rows_shape[1:])
+
+
+#: FLOP formulas of the ops on the layers' paths that torch's counter does not know, for
+#: ``FlopCounterMode(custom_mapping=FLOP_FORMULAS)``: the per-example path's kernel
+#: mixing (its backward is element-wise work, which the counter does not count anywhere)
+FLOP_FORMULAS: dict[Any, Any] = {torch.ops.aten._embedding_bag: _mix_rows_flop}
+
+
+class _MixRows(torch.autograd.Function):
+    r"""Rows mixed per example: :math:`K_i = \sum_{o < w} c_{io} W_{j_{io}}` for ``index``
+    ``j`` ``[B, w]``, ``coef`` ``c`` ``[B, w]`` and rows ``W`` ``[n, m]``.
+
+    The forward pass is one ``embedding_bag`` (no ``[B, w, m]`` intermediate kept);
+    the backward pass scatters :math:`c_{io} \partial K_i` into row :math:`j_{io}` and
+    takes :math:`\langle \partial K_i, W_{j_{io}} \rangle` for the coefficients, ``w``
+    passes over ``[B, m]`` each, in differentiable operations: gradients of gradients
+    work (``embedding_bag``'s own backward has no derivative for its weights).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, index: Tensor, coef: Tensor, rows: Tensor) -> Tensor:
+        ctx.save_for_backward(index, coef, rows)
+        return F.embedding_bag(index, rows, per_sample_weights=coef, mode="sum")
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[None, Tensor | None, Tensor | None]:
+        index, coef, rows = ctx.saved_tensors
+        grad_coef = grad_rows = None
+        if ctx.needs_input_grad[1]:
+            grad_coef = torch.stack([(grad * rows.index_select(0, index[:, o])).sum(1)
+                                     for o in range(index.shape[1])], dim=1)
+        if ctx.needs_input_grad[2]:
+            grad_rows = torch.zeros_like(rows)
+            for o in range(index.shape[1]):
+                grad_rows = grad_rows.index_add(0, index[:, o], grad * coef[:, o, None])
+        return None, grad_coef, grad_rows
 
 
 class _ManifoldConvNd(ManifoldOp):
@@ -124,6 +167,30 @@ class _ManifoldConvNd(ManifoldOp):
     #: a small convolution's backward pass costs about 0.2–0.3 ms on two CPU cores
     #: whatever its batch (bench/README.md): fewer, wider calls win on small layers
     _CALL_COST = 1.5e7
+    _kernel_per_example = True
+
+    def _example_forward(self, x: Tensor, windows: Windows, bd: int) -> Tensor:
+        r"""One grouped convolution over the batch, each example against its own kernel
+        (``B · groups`` groups), the kernels mixed from each example's window
+        (:class:`_MixRows`: its backward scatters into the ``w`` basis tensors only).
+
+        .. math:: y_i = \Big(\sum_{o < w} c_{io} W_{j_i + o}\Big) \star x_i
+            + \sum_{o < w} c_{io}\, b_{j_i + o}, \qquad c_{io} = a_{j_i + o}(s_i)
+        """
+        self._check_batched(x, bd)
+        assert windows.index is not None
+        b, n, g = x.shape[0], self.manifold.n, self.groups
+        dtype = self.weight.dtype
+        coef = windows.local.to(dtype)
+        kernels = _MixRows.apply(windows.index, coef, self.weight.reshape(n, -1))
+        kernels = kernels.reshape(b * self.out_channels, self.in_channels // g,
+                                  *self.weight.shape[3:])
+        y = self._conv(x.reshape(1, b * self.in_channels, *x.shape[2:]), kernels, None, b * g)
+        y = y.reshape(b, self.out_channels, *y.shape[2:])
+        if self.bias is not None:
+            bias = _MixRows.apply(windows.index, coef, self.bias)
+            y = y + bias.reshape(b, self.out_channels, *([1] * self._dims))
+        return self._like_input(y, x)
 
     def _work_per_example(self, x: Tensor, bd: int) -> float:
         return math.prod(self._out_spatial(x.shape[2:])) * self.weight[0].numel()

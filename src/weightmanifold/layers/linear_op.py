@@ -24,7 +24,11 @@ shapes and from what the caller asked for — never from the values of ``s``:
   they span, :func:`merge_windows`), or — for dense layers, whose weights cost
   more to move than their outputs — one op per basis tensor ``k`` on the
   examples whose window holds ``k`` (every basis tensor read once, ``p + 1``
-  products per example);
+  products per example), or — for convolutions whose weights are small against
+  their outputs — each example's own kernel mixed from its ``p + 1`` basis
+  tensors and one grouped convolution over the batch (``B`` groups): the
+  arithmetic of one plain network plus ``p + 1`` multiply-adds per weight and
+  example, and one call whatever ``n`` is;
 * **basis** — otherwise: one op on the stacked basis, either with ``n×`` the
   output channels whose outputs are mixed per example with :math:`a_k(s_i)`, or
   (when the input is the smaller side) on inputs pre-scaled by :math:`a_k(s_i)`
@@ -158,12 +162,24 @@ class ManifoldOp(ManifoldModule):
                 return self._local_forward(x, windows, cond.batch_dim)
             if route == "banded":
                 return self._banded_forward(x, a, windows, cond.batch_dim)
+            if route == "example":
+                return self._example_forward(x, windows, cond.batch_dim)
         return self._basis_forward(x, a.to(self.weight.dtype), cond.batch_dim)
 
     #: whether the basis path can run on a window of the basis (see :meth:`_local_forward`)
     _local_basis = True
     #: whether the per-basis local path (:meth:`_banded_forward`) is offered: dense layers
     _banded = False
+    #: whether the per-example local path (:meth:`_example_forward`) is offered: convolutions
+    _kernel_per_example = False
+    #: passes over each example's own weights on the per-example path (mixed, read by the
+    #: op, their gradients written and read back, the mixing's backward), in units of
+    #: _FLOPS_PER_VALUE, for kernels of up to _EXAMPLE_CACHED values; larger kernels cost
+    #: more per value, as (size / _EXAMPLE_CACHED) ** 1.5: fitted to the grouped
+    #: convolutions measured in bench/README.md (a 64 x 64 x 3 x 3 kernel per example at
+    #: 8 x 8 is slower than the windows, at 16 x 16 three times faster)
+    _EXAMPLE_PASSES = 6
+    _EXAMPLE_CACHED = 16384
     #: floating-point operations that moving one value costs, in the path cost models
     _FLOPS_PER_VALUE = 16
     #: multiply-adds that one more call of the op costs, forward and backward, in the
@@ -189,10 +205,16 @@ class ManifoldOp(ManifoldModule):
           about the same whatever its batch);
         * banded (dense layers): ``B · work · w`` with the ``n`` basis tensors moved
           as on the basis path, plus the input gathered once and ``w`` partial
-          outputs per example accumulated (forward and backward), ``n`` calls.
+          outputs per example accumulated (forward and backward), ``n`` calls;
+        * example (convolutions): ``B · work`` (one plain network), each example's
+          kernel mixed from ``w`` basis tensors and moved about
+          ``_EXAMPLE_PASSES`` times, the ``n`` basis tensors moved as on the basis
+          path, two calls (the mixing and one grouped convolution).
 
         A wide dense layer at small batch (2048 → 512 on 128 examples) takes the
-        banded path; convolutions over images take the windows.
+        banded path; convolutions over images with few channels the per-example
+        path, and those where a kernel outweighs its outputs the windows or the
+        basis.
         """
         costs = self._local_costs(x, windows, bd)
         return min(costs, key=lambda k: costs[k][0])
@@ -212,6 +234,11 @@ class ManifoldOp(ManifoldModule):
             outputs = x.numel() // features * (per_tensor // features)
             costs["banded"] = (x.shape[bd] * work * w + beta * 3 * n * per_tensor
                                + beta * (2 * x.numel() + 3 * w * outputs) + call * n, ())
+        if self._kernel_per_example and windows.index is not None and not _checks.transformed():
+            b, w = x.shape[bd], windows.width
+            passes = self._EXAMPLE_PASSES * max(1.0, per_tensor / self._EXAMPLE_CACHED) ** 1.5
+            costs["example"] = (b * work + b * per_tensor * (2 * w + beta * passes)
+                                + beta * 3 * n * per_tensor + 2 * call, ())
         return costs
 
     def _work_per_example(self, x: Tensor, bd: int) -> float:
@@ -232,6 +259,20 @@ class ManifoldOp(ManifoldModule):
         xs = gather(x, bd, windows)
         coef = gather(a.to(self.weight.dtype), 0, windows)
         return scatter(self._banded_op(xs, coef, windows.spans, bd), bd, windows)
+
+    def _example_forward(self, x: Tensor, windows: Windows, bd: int) -> Tensor:
+        r"""Each example at its own weights, mixed from its window (layers with
+        :attr:`_kernel_per_example`).
+
+        .. math:: y_i = \Big(\sum_{o < w} a_{j_i + o}(s_i)\, W_{j_i + o}\Big) x_i
+            + \sum_{o < w} a_{j_i + o}(s_i)\, b_{j_i + o},
+
+        with :math:`j_i` the first basis index of example ``i``'s window
+        (:attr:`Windows.index`): exactly the basis path, the other coefficients
+        being zero. No gather or scatter of the activations: the batch stays in
+        its order.
+        """
+        raise NotImplementedError
 
     def _banded_op(self, x: Tensor, coef: Tensor,
                    spans: tuple[tuple[tuple[int, int], ...], ...], bd: int) -> Tensor:
