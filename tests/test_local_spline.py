@@ -234,12 +234,12 @@ def test_local_path_is_taken_and_costs_a_window_of_basis_tensors():
             if isinstance(layer, wm.ManifoldConv2d) and not per_example:
                 layer._kernel_per_example = False
         with FlopCounterMode(display=False, custom_mapping=wm.layers.FLOP_FORMULAS) as counter:
-            model(x, s=wm.condition(model, s, local=local))
+            model(x, s=wm.condition(model, s, local=local)).sum().backward()
         return counter.get_total_flops()
 
-    with FlopCounterMode(display=False) as counter:
-        net(x)
-    plain = counter.get_total_flops()
+    with FlopCounterMode(display=False, custom_mapping=wm.layers.FLOP_FORMULAS) as counter:
+        net(x.requires_grad_(False)).sum().backward()
+    plain = counter.get_total_flops()  # the first layer computes no input gradient
     mixing = 2 * 128 * 4 * sum(p.numel() for p in net.parameters())  # w = 4 per value
     twelve_window = flops(wm.BSpline(12, degree=3), None, per_example=False)
     twelve_example = flops(wm.BSpline(12, degree=3), None)

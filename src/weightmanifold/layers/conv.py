@@ -25,10 +25,23 @@ def _mix_rows_flop(rows_shape: Any, index_shape: Any, *args: Any, out_shape: Any
     return 2 * math.prod(index_shape) * math.prod(rows_shape[1:])
 
 
-#: FLOP formulas of the ops on the layers' paths that torch's counter does not know, for
-#: ``FlopCounterMode(custom_mapping=FLOP_FORMULAS)``: the per-example path's kernel
-#: mixing (its backward is element-wise work, which the counter does not count anywhere)
-FLOP_FORMULAS: dict[Any, Any] = {torch.ops.aten._embedding_bag: _mix_rows_flop}
+def _conv_backward_flop(grad_out_shape: Any, x_shape: Any, w_shape: Any, _bias: Any,
+                        _stride: Any, _padding: Any, _dilation: Any, transposed: bool,
+                        _output_padding: Any, _groups: int, output_mask: Any, *args: Any,
+                        out_shape: Any = None, **kwargs: Any) -> int:
+    """FLOPs of a convolution's backward pass, groups counted: each gradient asked for
+    (input, weight) costs what the forward pass does. (torch 2.13's own formula takes
+    the weight gradient of a grouped convolution as ``groups`` times too large.)"""
+    forward = 2 * math.prod(x_shape if transposed else grad_out_shape) * math.prod(w_shape[1:])
+    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
+#: FLOP formulas for ``FlopCounterMode(custom_mapping=FLOP_FORMULAS)``, for the ops on the
+#: layers' paths that torch's counter does not know or miscounts: the per-example path's
+#: kernel mixing (its backward is element-wise work, which the counter never counts) and
+#: the backward pass of its grouped convolution
+FLOP_FORMULAS: dict[Any, Any] = {torch.ops.aten._embedding_bag: _mix_rows_flop,
+                                 torch.ops.aten.convolution_backward: _conv_backward_flop}
 
 
 class _MixRows(torch.autograd.Function):
