@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import pickle
 import signal
@@ -398,6 +399,29 @@ def test_more_epochs_do_not_restart_a_run_patience_stopped(tmp_path):
     assert more["steps"] == done["steps"] and more["final"] == done["final"]
     with pytest.raises(CheckpointError, match="patience"):
         train(config.replace(patience=3), tmp_path / "p", data=data, **quiet())
+
+
+def test_a_divergence_after_the_chosen_epoch_ends_the_run_diverged(tmp_path, monkeypatch):
+    """As documented: a NaN loss ends a patience run as diverged, with no test metrics,
+    even once an epoch has been chosen; the checkpoint keeps the last good weights and
+    the chosen ones."""
+    config = _patience().replace(epochs=4, patience=3)
+    data = load_run_data(config)
+    steps = {"n": 0}
+    real = Trainer._global_mean
+
+    def nan_in_epoch_two(self, loss):
+        steps["n"] += 1
+        return math.nan if steps["n"] > self.steps_per_epoch + 1 else real(self, loss)
+
+    monkeypatch.setattr(Trainer, "_global_mean", nan_in_epoch_two)
+    with pytest.raises(TrainingDivergedError, match="loss became nan"):
+        train(config, tmp_path / "d", data=data, **quiet())
+    summary = json.loads(read(tmp_path / "d" / "summary.json"))
+    assert summary["status"] == "diverged" and summary["final"]["epoch"] == 1
+    assert summary["final"].get("test_accuracy") is None
+    state = load_checkpoint(tmp_path / "d" / "checkpoints" / "last.pt")
+    assert state["best"]["epoch"] == 1 and "model" in state["best"]
 
 
 def test_ddp_patience_stops_every_process_at_the_same_epoch(tmp_path):
