@@ -262,18 +262,23 @@ def test_config_toml(tmp_path):
         RunConfig.from_toml(path)
 
 
-def test_ddp_two_processes_match_single_process(tmp_path):
+def train_single_and_ddp(tmp_path: Path, port: int, *options: str) -> None:
+    """Train the tiny synthetic run into tmp_path/one (one process) and tmp_path/two (two
+    processes under torch.distributed.run), with the shared options and ``options``."""
     common = ["--runs-dir", str(tmp_path), "--dataset", "synthetic", "--widths", "4", "8", "8",
-              "--hidden", "16", "--batch-size", "32", "--epochs", "1", "--lr", "0.05",
-              "--threads", "1", "--no-progress", "--task-options", "train_fraction=0.25",
-              "bins=8"]
+              "--hidden", "16", "--batch-size", "32", "--threads", "1", "--no-progress",
+              "--task-options", "train_fraction=0.25", "bins=8", *options]
     single = subprocess.run([sys.executable, "-m", "weightmanifold", "train", "--name", "one",
                              *common], capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--master_port", "29517", "-m", "weightmanifold", "train", "--name",
+                          "--master_port", str(port), "-m", "weightmanifold", "train", "--name",
                           "two", *common], capture_output=True, text=True, timeout=300)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
+
+
+def test_ddp_two_processes_match_single_process(tmp_path):
+    train_single_and_ddp(tmp_path, 29517, "--epochs", "1", "--lr", "0.05")
     a = load_checkpoint(tmp_path / "one" / "checkpoints" / "last.pt")["model"]
     b = load_checkpoint(tmp_path / "two" / "checkpoints" / "last.pt")["model"]
     for k, v in a.items():
@@ -426,17 +431,8 @@ def test_a_divergence_after_the_chosen_epoch_ends_the_run_diverged(tmp_path, mon
 
 def test_ddp_patience_stops_every_process_at_the_same_epoch(tmp_path):
     """Only rank 0 validates; the stop is broadcast (a process left training would hang)."""
-    common = ["--runs-dir", str(tmp_path), "--dataset", "synthetic", "--widths", "4", "8", "8",
-              "--hidden", "16", "--batch-size", "32", "--epochs", "6", "--lr", "0.2",
-              "--validation", "64", "--patience", "1", "--threads", "1", "--no-progress",
-              "--task-options", "train_fraction=0.25", "bins=8"]
-    single = subprocess.run([sys.executable, "-m", "weightmanifold", "train", "--name", "one",
-                             *common], capture_output=True, text=True, timeout=300)
-    assert single.returncode == 0, single.stderr
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--master_port", "29519", "-m", "weightmanifold", "train", "--name",
-                          "two", *common], capture_output=True, text=True, timeout=300)
-    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    train_single_and_ddp(tmp_path, 29519, "--epochs", "6", "--lr", "0.2", "--validation", "64",
+                         "--patience", "1")
     a = json.loads(read(tmp_path / "one" / "summary.json"))
     b = json.loads(read(tmp_path / "two" / "summary.json"))
     assert a["epochs_completed"] == b["epochs_completed"] < 6
