@@ -10,6 +10,8 @@ as the median step time and its ratio to the plain network in the same rounds:
   per example, ``Preconditioned`` SGD with momentum;
 * ``ellipse-output-mix``: the ellipse with every layer forced to the n×-wide
   output-mixing path (what ``mix="auto"`` avoids where the inputs are smaller);
+* ``ellipse-example``: the ellipse with its convolutions on ``path="example"``
+  (each example's kernels mixed by one matrix product, one grouped convolution);
 * ``per-example-vmap``: the reference path — every example's weights
   materialised and the network run with ``torch.func.vmap(functional_call)``;
 * ``per-example-loop``: the same, one example at a time (the tests' reference);
@@ -114,7 +116,7 @@ class Setup:
         if name == "plain":
             net = self.plain
             return self.step(net, self.sgd(net), lambda: net(x))
-        if name in ("ellipse", "line", "ellipse-output-mix"):
+        if name in ("ellipse", "line", "ellipse-output-mix", "ellipse-example"):
             manifold = wm.Line() if name == "line" else wm.Ellipse()
             model = wm.manifoldify(self.plain, manifold, init="independent")
             self.parameters[name] = sum(p.numel() for p in model.parameters())
@@ -122,6 +124,10 @@ class Setup:
                 for m in model.modules():
                     if isinstance(m, wm.layers.ManifoldOp):
                         m.mix = "output"
+            if name == "ellipse-example":  # each example's own kernels (convolutions)
+                for m in model.modules():
+                    if isinstance(m, wm.ManifoldConv2d):
+                        m.path = "example"
             opt = wm.Preconditioned(self.sgd(model), model)
             return self.step(model, opt, lambda: model(x, s=s))
         if name.startswith("bspline"):
@@ -244,9 +250,9 @@ def _no_grad(net: nn.Module, x: torch.Tensor) -> None:
         net(x)
 
 
-VARIANTS = ["plain", "ellipse", "ellipse-output-mix", "line", "ellipse-r4", "ellipse-r8",
-            "ellipse-r16", "ellipse-r8-joint", "bspline4", "bspline12", "bspline12-basis",
-            "bspline12-window", "bspline12-windows", "bspline12-sorted",
+VARIANTS = ["plain", "ellipse", "ellipse-output-mix", "ellipse-example", "line", "ellipse-r4",
+            "ellipse-r8", "ellipse-r16", "ellipse-r8-joint", "bspline4", "bspline12",
+            "bspline12-basis", "bspline12-window", "bspline12-windows", "bspline12-sorted",
             "plain-compiled", "ellipse-compiled",
             "per-example-vmap", "per-example-loop", "condconv", "precondition",
             "precondition-r8", "plain-inference", "at-inference"]

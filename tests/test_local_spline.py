@@ -568,3 +568,58 @@ def test_per_example_path_second_order_and_torch_func():
     want = torch.autograd.grad(layer(x, s=wm.condition(layer, s, local=False)).pow(2).sum(),
                                layer.weight)[0]
     assert torch.allclose(got, want, atol=1e-10)
+
+
+def _set_path(model: nn.Module, path: str) -> None:
+    for layer in model.modules():
+        if isinstance(layer, wm.ManifoldConv2d):
+            layer.path = path
+
+
+@pytest.mark.parametrize("manifold", [wm.Ellipse(), wm.Line(), wm.BSpline(4, degree=3),
+                                      wm.BSpline(9, degree=2)], ids=repr)
+def test_path_example_on_any_manifold_equals_the_basis_path_and_the_reference(manifold):
+    """path="example", asked for: every example's kernel mixed from all n basis tensors (or
+    its window, eagerly on a B-spline with windows), one grouped convolution; values and
+    gradients (s included) as the basis path's and wm.at's."""
+    torch.manual_seed(14)
+    net = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1, groups=1), nn.Tanh(),
+                        nn.Conv2d(5, 4, 3, stride=2, groups=1))
+    model = wm.manifoldify(net, manifold, init="independent")
+    x, s = torch.randn(9, 3, 6, 6), torch.rand(9, requires_grad=True)
+    _set_path(model, "example")
+    y = model(x, s=s)
+    params = [s, *model.parameters()]
+    g = torch.autograd.grad(y.pow(2).sum(), params)
+    _set_path(model, "basis")
+    y_basis = model(x, s=s)
+    g_basis = torch.autograd.grad(y_basis.pow(2).sum(), params)
+    assert torch.allclose(y, y_basis, atol=1e-12)
+    for u, v in zip(g, g_basis, strict=True):
+        assert torch.allclose(u, v, atol=1e-10)
+    ref = torch.cat([wm.at(model, s[i].detach())(x[i:i + 1]) for i in range(len(x))])
+    assert torch.allclose(y, ref, atol=1e-10)
+
+
+def test_path_example_compiles_whole_and_is_checked():
+    """Without windows the mixing is one matrix product: no graph break, the compiled
+    model gives the eager answer; gradcheck in x, s and the basis; a layer without the
+    path refuses it by name."""
+    torch.manual_seed(15)
+    model = wm.manifoldify(nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(),
+                                         nn.Conv2d(3, 2, 1)), wm.Ellipse(), init=0.5)
+    _set_path(model, "example")
+    x, s = torch.randn(4, 2, 5, 5), torch.rand(4)
+    explain = torch._dynamo.explain(model)(x, s=s)
+    assert explain.graph_break_count == 0
+    compiled = torch.compile(model, fullgraph=True)
+    assert torch.allclose(compiled(x, s=s), model(x, s=s), atol=1e-10)
+    layer = model.module[0]
+    assert torch.autograd.gradcheck(
+        lambda x, s, w: torch.func.functional_call(layer, {"weight": w, "bias": layer.bias},
+                                                   (x,), {"s": s}),
+        (x.clone().requires_grad_(True), s.clone().requires_grad_(True), layer.weight))
+    dense = wm.ManifoldLinear(wm.Ellipse(), 4, 3)
+    dense.path = "example"
+    with pytest.raises(ValueError, match="path='example', which only convolutions offer"):
+        dense(torch.randn(5, 4), torch.rand(5))

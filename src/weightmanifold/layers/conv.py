@@ -182,7 +182,8 @@ class _ManifoldConvNd(ManifoldOp):
     _CALL_COST = 1.5e7
     _kernel_per_example = True
 
-    def _example_forward(self, x: Tensor, windows: Windows, bd: int) -> Tensor:
+    def _example_forward(self, x: Tensor, windows: Windows | None, a: Tensor,
+                         bd: int) -> Tensor:
         r"""One grouped convolution over the batch, each example against its own kernel
         (``B · groups`` groups), the kernels mixed from each example's window
         (:class:`_MixRows`: its backward scatters into the ``w`` basis tensors only).
@@ -191,17 +192,24 @@ class _ManifoldConvNd(ManifoldOp):
             + \sum_{o < w} c_{io}\, b_{j_i + o}, \qquad c_{io} = a_{j_i + o}(s_i)
         """
         self._check_batched(x, bd)
-        assert windows.index is not None
         b, n, g = x.shape[0], self.manifold.n, self.groups
         dtype = self.weight.dtype
-        coef = windows.local.to(dtype)
-        kernels = _MixRows.apply(windows.index, coef, self.weight.reshape(n, -1))
+        bias = None
+        if windows is not None and windows.index is not None:
+            coef = windows.local.to(dtype)
+            kernels = _MixRows.apply(windows.index, coef, self.weight.reshape(n, -1))
+            if self.bias is not None:
+                bias = _MixRows.apply(windows.index, coef, self.bias)
+        else:  # every coefficient may be non-zero: one product, traceable
+            a = a.to(dtype)
+            kernels = a @ self.weight.reshape(n, -1)
+            if self.bias is not None:
+                bias = a @ self.bias
         kernels = kernels.reshape(b * self.out_channels, self.in_channels // g,
                                   *self.weight.shape[3:])
         y = self._conv(x.reshape(1, b * self.in_channels, *x.shape[2:]), kernels, None, b * g)
         y = y.reshape(b, self.out_channels, *y.shape[2:])
-        if self.bias is not None:
-            bias = _MixRows.apply(windows.index, coef, self.bias)
+        if bias is not None:
             y = y + bias.reshape(b, self.out_channels, *([1] * self._dims))
         return self._like_input(y, x)
 

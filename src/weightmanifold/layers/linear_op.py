@@ -116,7 +116,11 @@ class ManifoldOp(ManifoldModule):
         mix: for the basis path of dense and conv layers, ``"auto"`` (the
             smaller intermediate), ``"input"`` or ``"output"`` mixing.
         path: ``"auto"`` (see :meth:`choose_path`), or force ``"shared"`` (needs a
-            grouped conditioning) or ``"basis"`` for batches of several conditions.
+            grouped conditioning), ``"basis"`` or ``"example"`` (convolutions: each
+            example's own kernel and one grouped convolution, :meth:`_example_forward`;
+            on any manifold, and traceable: without windows the kernels are mixed
+            from all ``n`` basis tensors by one matrix product) for batches of
+            several conditions.
     """
 
     mix: str = "auto"
@@ -151,6 +155,8 @@ class ManifoldOp(ManifoldModule):
         if cond.batch_size == 1:
             return self._plain(x, *self.materialise(a[0]))
         path = self.choose_path(groups)
+        if path == "example":
+            return self._example_forward(x, cond.windows_of(self.manifold), a, cond.batch_dim)
         if path == "single":
             return self._plain(x, *self.materialise(groups.unique[0]))  # type: ignore[union-attr]
         if path == "shared":
@@ -163,7 +169,7 @@ class ManifoldOp(ManifoldModule):
             if route == "banded":
                 return self._banded_forward(x, a, windows, cond.batch_dim)
             if route == "example":
-                return self._example_forward(x, windows, cond.batch_dim)
+                return self._example_forward(x, windows, a, cond.batch_dim)
         return self._basis_forward(x, a.to(self.weight.dtype), cond.batch_dim)
 
     #: whether the basis path can run on a window of the basis (see :meth:`_local_forward`)
@@ -260,16 +266,18 @@ class ManifoldOp(ManifoldModule):
         coef = gather(a.to(self.weight.dtype), 0, windows)
         return scatter(self._banded_op(xs, coef, windows.spans, bd), bd, windows)
 
-    def _example_forward(self, x: Tensor, windows: Windows, bd: int) -> Tensor:
-        r"""Each example at its own weights, mixed from its window (layers with
-        :attr:`_kernel_per_example`).
+    def _example_forward(self, x: Tensor, windows: Windows | None, a: Tensor,
+                         bd: int) -> Tensor:
+        r"""Each example at its own weights (layers with :attr:`_kernel_per_example`),
+        mixed from its window when there are ``windows``:
 
         .. math:: y_i = \Big(\sum_{o < w} a_{j_i + o}(s_i)\, W_{j_i + o}\Big) x_i
             + \sum_{o < w} a_{j_i + o}(s_i)\, b_{j_i + o},
 
         with :math:`j_i` the first basis index of example ``i``'s window
         (:attr:`Windows.index`): exactly the basis path, the other coefficients
-        being zero. No gather or scatter of the activations: the batch stays in
+        being zero; else from all ``n`` basis tensors with the coefficients ``a``
+        ``[B, n]``. No gather or scatter of the activations: the batch stays in
         its order.
         """
         raise NotImplementedError
@@ -325,7 +333,8 @@ class ManifoldOp(ManifoldModule):
         return scatter(torch.cat(outs, dim=bd), bd, windows)
 
     def choose_path(self, groups: Groups | None) -> str:
-        """``"single"``, ``"shared"`` or ``"basis"`` for a batch of several conditions.
+        """``"single"``, ``"shared"``, ``"basis"`` or ``"example"`` for a batch of several
+        conditions.
 
         Decided by :attr:`path` and by whether the caller grouped the examples
         (:class:`~weightmanifold.layers.conditioning.Groups`): without groups,
@@ -333,13 +342,20 @@ class ManifoldOp(ManifoldModule):
         path when there are at most ``n`` distinct points (the shared path does
         the arithmetic of one plain network per example, the basis path ``n``
         times that; piecewise-constant experts always qualify) and the single
-        path when there is one.
+        path when there is one. ``"example"`` is taken whenever it is asked for.
 
         Raises:
-            ValueError: for an unknown :attr:`path`, or ``"shared"`` without groups.
+            ValueError: for an unknown :attr:`path`, ``"shared"`` without groups, or
+                ``"example"`` on a layer without that path.
         """
-        if self.path not in ("auto", "shared", "basis"):
-            raise ValueError(f"path must be 'auto', 'shared' or 'basis', got {self.path!r}")
+        if self.path not in ("auto", "shared", "basis", "example"):
+            raise ValueError(f"path must be 'auto', 'shared', 'basis' or 'example', "
+                             f"got {self.path!r}")
+        if self.path == "example":
+            if not self._kernel_per_example:
+                raise ValueError(f"{self._who()} has path='example', which only "
+                                 "convolutions offer; use 'auto' or 'basis'")
+            return "example"
         if groups is None:
             if self.path == "shared":
                 raise ValueError(
