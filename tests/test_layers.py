@@ -548,7 +548,7 @@ def test_bad_conversion_arguments():
 def test_bad_path_and_mix_names():
     layer = wm.ManifoldLinear(wm.Ellipse(), 2, 2)
     layer.path = "fast"
-    with pytest.raises(ValueError, match="path must be 'auto', 'shared' or 'basis'"):
+    with pytest.raises(ValueError, match="path must be 'auto', 'shared', 'basis' or 'example'"):
         layer(torch.randn(4, 2), torch.rand(4))
     layer.path, layer.mix = "basis", "sideways"
     with pytest.raises(ValueError, match="mix must be 'auto', 'input' or 'output'"):
