@@ -623,3 +623,33 @@ def test_path_example_compiles_whole_and_is_checked():
     dense.path = "example"
     with pytest.raises(ValueError, match="path='example', which only convolutions offer"):
         dense(torch.randn(5, 4), torch.rand(5))
+
+
+def test_path_example_is_refused_by_low_rank_convolutions_and_kept_under_torch_func():
+    """A low-rank convolution has no stacked basis to mix kernels from: it refuses the path
+    by name. Forced on a B-spline under torch.func (windows built, but _MixRows has no
+    functorch rule) the kernels are mixed by the dense product instead."""
+    from torch.func import functional_call, grad
+
+    low = wm.manifoldify(nn.Conv2d(3, 6, 3), wm.Ellipse(), rank=2, init=0.5)
+    for layer in low.modules():
+        if isinstance(layer, wm.layers.ManifoldOp):
+            layer.path = "example"
+    with pytest.raises(ValueError, match="only full-rank convolutions offer"):
+        low(torch.randn(4, 3, 5, 5), s=torch.rand(4))
+    torch.manual_seed(16)
+    layer = wm.ManifoldConv2d(wm.BSpline(9, degree=2), 3, 4, 3, padding=1)
+    with torch.no_grad():
+        layer.weight.add_(torch.randn_like(layer.weight))
+    layer.path = "example"
+    params = {k: v.detach() for k, v in layer.named_parameters()}
+    x, s = torch.randn(6, 3, 4, 4), torch.rand(6)
+
+    def loss(p):
+        return functional_call(layer, p, (x,), {"s": s}).pow(2).sum()
+
+    got = grad(loss)(params)
+    layer.path = "basis"
+    want = grad(loss)(params)
+    for k in want:
+        assert torch.allclose(got[k], want[k], atol=1e-10), k

@@ -365,8 +365,10 @@ def test_patience_stops_on_validation_and_tests_the_chosen_epochs_weights(tmp_pa
     rows, _ = evaluate_checkpoint(tmp_path / "p", [0.0, 0.3])
     ref_rows, _ = evaluate_checkpoint(tmp_path / "ref", [0.0, 0.3])
     assert rows == ref_rows and rows[0]["weights_epoch"] == chosen
+    assert rows[0]["weights_step"] == reference["step"]
     last_rows, _ = evaluate_checkpoint(tmp_path / "p", [0.0, 0.3], last=True)
     assert last_rows[0]["weights_epoch"] == expected_stop
+    assert last_rows[0]["weights_step"] == done["steps"]
 
 
 def test_patience_runs_resume_exactly(tmp_path):

@@ -211,7 +211,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     rows, path = evaluate_checkpoint(args.run_dir, args.s, split_size=args.test_subset,
                                      last=args.last)
-    print(f"weights of epoch {rows[0]['weights_epoch']}")
+    print(f"weights of epoch {rows[0]['weights_epoch']} (step {rows[0]['weights_step']})")
     print(f"{'s':>8}{'accuracy':>10}{'loss':>9}{'seen':>6}")
     for r in rows:
         print(f"{r['s']:>8.4f}{100 * r['accuracy']:>9.2f}%{r['loss']:>9.4f}{r['seen']!s:>6}")

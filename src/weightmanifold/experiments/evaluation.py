@@ -24,9 +24,10 @@ def evaluate_checkpoint(run_dir: str | Path, s_values: Sequence[float], *,
     """Test accuracy and loss of a run's weights at each condition in ``s_values``.
 
     The weights are the ones the run reports: for a run with ``patience``, those
-    of the epoch chosen on validation (kept in the checkpoint as ``best``), else
-    the last. The test images are transformed by the run's task at each ``s``
-    (noise drawn from a generator seeded by ``seed``, the same for every ``s``).
+    of the epoch chosen on validation (kept in the checkpoint as ``best``; for a
+    run still training, the best so far), else the last. The test images are
+    transformed by the run's task at each ``s`` (noise drawn from a generator
+    seeded by ``seed``, the same for every ``s``).
 
     Args:
         run_dir: a run directory with ``config.json`` and ``checkpoints/last.pt``.
@@ -38,8 +39,10 @@ def evaluate_checkpoint(run_dir: str | Path, s_values: Sequence[float], *,
             validation.
 
     Returns:
-        The rows ``{"s", "accuracy", "loss", "seen", "weights_epoch"}`` (the epoch
-        whose weights were read) and the path of the CSV they were written to
+        The rows ``{"s", "accuracy", "loss", "seen", "weights_epoch",
+        "weights_step"}`` (the epochs completed and the optimiser steps taken by
+        the weights read: a run stopped by ``max_steps`` mid-epoch has more steps
+        than its epochs say) and the path of the CSV they were written to
         (``run_dir/evaluation.csv``).
 
     Raises:
@@ -63,8 +66,10 @@ def evaluate_checkpoint(run_dir: str | Path, s_values: Sequence[float], *,
     best = state.get("best")
     if not last and isinstance(best, dict) and "model" in best:
         weights, weights_epoch = best["model"], int(best["epoch"])
+        weights_step = int(best["record"]["step"]) if "record" in best else None
     else:
         weights, weights_epoch = state["model"], int(state["epoch"])
+        weights_step = int(state["global_step"])
     try:
         model.load_state_dict(weights)
     except RuntimeError as err:
@@ -85,7 +90,8 @@ def evaluate_checkpoint(run_dir: str | Path, s_values: Sequence[float], *,
             n = len(data.test_x)
             rows.append({"s": float(s_value), "accuracy": correct / n, "loss": loss_sum / n,
                          "seen": bool(task.seen(torch.tensor([float(s_value)]))[0]),
-                         "weights_epoch": weights_epoch})
+                         "weights_epoch": weights_epoch, "weights_step": weights_step})
     out = run_dir / "evaluation.csv"
-    atomic_write_csv(out, rows, ["s", "accuracy", "loss", "seen", "weights_epoch"])
+    atomic_write_csv(out, rows, ["s", "accuracy", "loss", "seen", "weights_epoch",
+                                 "weights_step"])
     return rows, out

@@ -98,7 +98,6 @@ class Groups:
     restore: Tensor
     counts: tuple[int, ...]
     in_order: bool = False
-    index: Tensor | None = None
 
     @classmethod
     def of(cls, coefficients: Tensor) -> Groups:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..topology import Manifold
+from ..topology import Manifold, _checks
 from .conditioning import Windows
 from .linear_op import ManifoldOp
 
@@ -195,7 +195,8 @@ class _ManifoldConvNd(ManifoldOp):
         b, n, g = x.shape[0], self.manifold.n, self.groups
         dtype = self.weight.dtype
         bias = None
-        if windows is not None and windows.index is not None:
+        if windows is not None and windows.index is not None and not _checks.transformed():
+            # (_MixRows has no functorch rule: under torch.func the dense product below)
             coef = windows.local.to(dtype)
             kernels = _MixRows.apply(windows.index, coef, self.weight.reshape(n, -1))
             if self.bias is not None:

@@ -26,7 +26,7 @@ shapes and from what the caller asked for — never from the values of ``s``:
   examples whose window holds ``k`` (every basis tensor read once, ``p + 1``
   products per example), or — for convolutions whose weights are small against
   their outputs — each example's own kernel mixed from its ``p + 1`` basis
-  tensors and one grouped convolution over the batch (``B`` groups): the
+  tensors and one grouped convolution over the batch (``B · groups`` groups): the
   arithmetic of one plain network plus ``p + 1`` multiply-adds per weight and
   example, and one call whatever ``n`` is;
 * **basis** — otherwise: one op on the stacked basis, either with ``n×`` the
@@ -194,7 +194,8 @@ class ManifoldOp(ManifoldModule):
     _CALL_COST = 2.5e6
 
     def _local_path(self, x: Tensor, windows: Windows, bd: int) -> str:
-        """``"basis"``, ``"window"`` or ``"banded"``: the cheapest, from shapes alone.
+        """``"basis"``, ``"window"``, ``"banded"`` or ``"example"``: the cheapest, from
+        shapes alone.
 
         Counting multiply-adds, plus ``_FLOPS_PER_VALUE`` per value moved and
         ``_CALL_COST`` per call of the op:
@@ -354,7 +355,7 @@ class ManifoldOp(ManifoldModule):
         if self.path == "example":
             if not self._kernel_per_example:
                 raise ValueError(f"{self._who()} has path='example', which only "
-                                 "convolutions offer; use 'auto' or 'basis'")
+                                 "full-rank convolutions offer; use 'auto' or 'basis'")
             return "example"
         if groups is None:
             if self.path == "shared":

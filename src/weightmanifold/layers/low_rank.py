@@ -97,6 +97,7 @@ class LowRankOp(ManifoldOp):
     rank: int
     groups: int
     _local_basis = False  # the factored path already costs about one network
+    _kernel_per_example = False  # W₀ plus factors: no stacked basis to mix kernels from
 
     def _make_low_rank(self, rank: object) -> None:
         """Replace the full-rank ``weight`` by ``W₀`` and zero factors (called by ``__init__``)."""
