@@ -621,7 +621,7 @@ def test_path_example_compiles_whole_and_is_checked():
         (x.clone().requires_grad_(True), s.clone().requires_grad_(True), layer.weight))
     dense = wm.ManifoldLinear(wm.Ellipse(), 4, 3)
     dense.path = "example"
-    with pytest.raises(ValueError, match="path='example', which only convolutions offer"):
+    with pytest.raises(ValueError, match="path='example', which only full-rank convolutions offer"):
         dense(torch.randn(5, 4), torch.rand(5))
 
 
