@@ -55,11 +55,11 @@ def _refuse_other_demos(root: Path, configs: dict[str, RunConfig]) -> None:
                 saved = json.load(f)
         except (OSError, ValueError):
             continue  # nothing there (or the trainer reports what is wrong)
-        mismatch = configuration_mismatch(saved, config.to_dict(),
+        mismatch = configuration_mismatch(saved, config.to_dict(), hint=False,
                                           ignore=PLACEMENT_KEYS | set(RESUMABLE_CHANGES))
         if mismatch:
             raise CheckpointError(
-                f"{root / label} holds a run of another demo ({mismatch.split(' -- ')[0]}), "
+                f"{root / label} holds a run of another demo ({mismatch}), "
                 "made by an earlier version of the demo or by the other of --quick and the "
                 f"full demo; delete {root} to train the demo afresh")
 

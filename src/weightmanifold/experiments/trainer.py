@@ -588,19 +588,19 @@ class Trainer:
 
 
 def configuration_mismatch(saved: dict[str, Any], mine: dict[str, Any], *,
-                           ignore: frozenset[str] = frozenset()) -> str:
+                           ignore: frozenset[str] = frozenset(), hint: bool = True) -> str:
     """The keys in which two run configurations differ, as ``key: saved …, now …``.
 
     Keys in ``ignore`` and keys the runs cannot feel
     (:func:`~weightmanifold.experiments.archive.inert_keys`) do not count. When
-    ``init`` differs from the old default, the message names the sweep flag that
-    continues such runs. Empty when the configurations agree.
+    ``init`` differs from the old default and ``hint`` is set, the message names the
+    sweep flag that continues such runs. Empty when the configurations agree.
     """
     ignore = ignore | inert_keys(saved) | inert_keys(mine)
     diff = [k for k in mine if k not in ignore and saved.get(k) != mine[k]]
     diff += [k for k in saved if k not in mine and k not in ignore]
     details = "; ".join(f"{k}: saved {saved.get(k)!r}, now {mine.get(k)!r}" for k in diff)
-    if "init" in diff and saved.get("init") == "independent":
+    if hint and "init" in diff and saved.get("init") == "independent":
         details += (" -- runs made before the experiments' default init became 'constant' "
                     "(chosen by the init study, docs/results.md) keep theirs: continue them "
                     "with `weightmanifold sweep ... --init independent` or `--init "
