@@ -653,3 +653,20 @@ def test_path_example_is_refused_by_low_rank_convolutions_and_kept_under_torch_f
     want = grad(loss)(params)
     for k in want:
         assert torch.allclose(got[k], want[k], atol=1e-10), k
+
+
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+def test_flop_formulas_count_a_users_embedding_bag_once_per_value(mode):
+    """FLOP_FORMULAS replaces torch's embedding_bag count for every caller: an unweighted
+    bag costs one add (or comparison) per value read, a weighted one a multiply-add."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    bag = nn.EmbeddingBag(10, 4, mode=mode)
+    index = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    with FlopCounterMode(display=False, custom_mapping=wm.layers.FLOP_FORMULAS) as counter:
+        bag(index)
+    assert counter.get_total_flops() == 6 * 4
+    if mode == "sum":
+        with FlopCounterMode(display=False, custom_mapping=wm.layers.FLOP_FORMULAS) as counter:
+            bag(index, per_sample_weights=torch.rand(2, 3))
+        assert counter.get_total_flops() == 2 * 6 * 4

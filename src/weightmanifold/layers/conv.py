@@ -19,10 +19,16 @@ _PLAIN = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _FUNC = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 
-def _mix_rows_flop(rows_shape: Any, index_shape: Any, *args: Any, out_shape: Any = None,
+def _mix_rows_flop(rows_shape: Any, index_shape: Any, _offsets: Any = None,
+                   _scale_grad_by_freq: Any = False, _mode: Any = 0, _sparse: Any = False,
+                   per_sample_weights: Any = None, *args: Any, out_shape: Any = None,
                    **kwargs: Any) -> int:
-    """FLOPs of a weighted ``embedding_bag``: a multiply-add per value of each row read."""
-    return 2 * math.prod(index_shape) * math.prod(rows_shape[1:])
+    """FLOPs of an ``embedding_bag``: for each value of each row read, a multiply-add
+    when the rows are weighted (``per_sample_weights``, the per-example path's mixing),
+    else one add (``sum``, ``mean``) or comparison (``max``), as a user's
+    :class:`~torch.nn.EmbeddingBag` does."""
+    per_value = 2 if per_sample_weights is not None else 1
+    return per_value * math.prod(index_shape) * math.prod(rows_shape[1:])
 
 
 def _conv_backward_flop(grad_out_shape: Any, x_shape: Any, w_shape: Any, _bias: Any,
