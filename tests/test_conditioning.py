@@ -501,3 +501,35 @@ def test_grouped_and_basis_paths_agree(batch, distinct, single):
     grouped = model(x, s=wm.condition(model, s, grouped=True))
     assert torch.allclose(basis, grouped, atol=1e-5)
     assert torch.allclose(basis, per_example(model, net, x, s.expand(batch)), atol=1e-5)
+
+
+@pytest.mark.parametrize("path", ["auto", "example"])
+def test_compiled_model_compiles_once_not_again_on_its_second_call(path):
+    """The ambient-conditioning stack exists from a thread's first access: a lazily
+    created one made dynamo guard on its absence and compile every model twice. With
+    dynamic shapes, one graph serves every batch size, the per-example path's
+    ``groups = B`` convolution included; a call from another thread reuses it too."""
+    import threading
+
+    from torch._dynamo.testing import CompileCounter
+
+    torch.manual_seed(3)
+    model = wm.manifoldify(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+                                         nn.Conv2d(8, 4, 3)), wm.Ellipse(), init=0.5)
+    if path == "example":
+        for layer in model.modules():
+            if isinstance(layer, wm.ManifoldConv2d):
+                layer.path = "example"
+    counter = CompileCounter()
+    compiled = torch.compile(model, backend=counter, fullgraph=True,
+                             dynamic=path == "example")
+    sizes = [6, 10, 13, 2] if path == "example" else [6, 6, 6]
+    for b in sizes:
+        x, s = torch.randn(b, 3, 8, 8), torch.rand(b)
+        assert torch.allclose(compiled(x, s=s), model(x, s=s), atol=1e-5)
+    out: list[torch.Tensor] = []
+    thread = threading.Thread(target=lambda: out.append(compiled(x, s=s)))
+    thread.start()
+    thread.join()
+    assert torch.allclose(out[0], model(x, s=s), atol=1e-5)
+    assert counter.frame_count == 1

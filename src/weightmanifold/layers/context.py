@@ -31,14 +31,20 @@ if TYPE_CHECKING:
 
 __all__ = ["active", "conditioned", "reenter_in_backward"]
 
-_local = threading.local()
+class _Local(threading.local):
+    """Per-thread state whose attributes exist from a thread's first access: a stack
+    created lazily (``getattr(..., None)``) made ``torch.compile`` guard on its absence
+    and compile a model twice, once for the first call and once for the rest."""
+
+    def __init__(self) -> None:
+        self.stack: list[Conditioning] = []
+
+
+_local = _Local()
 
 
 def _stack() -> list[Conditioning]:
-    stack = getattr(_local, "stack", None)
-    if stack is None:
-        stack = _local.stack = []
-    return stack
+    return _local.stack
 
 
 @contextmanager
@@ -79,7 +85,7 @@ _MAX_TASKS = 64  # entries of backward passes that died without their end-of-pas
 
 def active() -> Conditioning | None:
     """The innermost ambient conditioning: this thread's, else the running backward pass's."""
-    stack = getattr(_local, "stack", None)
+    stack = _local.stack
     if stack:
         return stack[-1]
     if not _reentered:
