@@ -20,7 +20,7 @@ TINY = ["--dataset", "synthetic", "--widths", "4", "8", "8", "--hidden", "16",
         "--batch-size", "32", "--epochs", "1", "--lr", "0.05", "--threads", "1",
         "--no-progress", "--task-options", "train_fraction=0.25", "bins=8"]
 TINY_OVERRIDES = {"dataset": "synthetic", "train_subset": None, "test_subset": None,
-                  "validation": None, "patience": None,
+                  "validation": None, "patience": None, "patience_on": None,
                   "epochs": 1, "widths": [4, 8, 8], "hidden": 16, "batch_size": 32,
                   "threads": 1, "lr": 0.05}
 
@@ -315,12 +315,14 @@ def test_cpu_scale_trains_where_networks_learn_and_chooses_epochs_on_validation(
             c = r.config
             subset = 10000 if c.arch == "resnet18ln-chw" else None  # 11 min a full epoch
             assert (c.train_subset, c.test_subset, c.validation) == (subset, None, 5000), name
-            assert (c.epochs, c.patience) == (10, 2), (name, r.label)
+            # the epoch is chosen by the seen conditions: no choice reads an unseen one
+            assert (c.epochs, c.patience, c.patience_on) == (10, 2, "seen"), (name, r.label)
     assert {r.x for r in get_preset("rotation-sparsity").runs("cpu")} == {0.1, 0.25}
     for name, epochs in (("init", 10), ("preconditioning-tuned", 10),
                          ("unconditioned-converged", 15)):
-        assert {(r.config.epochs, r.config.patience, r.config.train_subset)
-                for r in get_preset(name).runs("cpu")} == {(epochs, None, None)}, name
+        assert {(r.config.epochs, r.config.patience, r.config.patience_on,
+                 r.config.train_subset)
+                for r in get_preset(name).runs("cpu")} == {(epochs, None, None, None)}, name
 
 
 def test_quick_scale_is_the_first_results_budget():
@@ -329,8 +331,8 @@ def test_quick_scale_is_the_first_results_budget():
     for name in OLD_PRESETS:
         for r in get_preset(name).runs("quick", init="independent"):
             c = r.config
-            assert (c.train_subset, c.test_subset, c.validation, c.patience) == \
-                (10000, 1000, None, None), name
+            assert (c.train_subset, c.test_subset, c.validation, c.patience,
+                    c.patience_on) == (10000, 1000, None, None, None), name
             expected = 2 if c.arch == "resnet18ln-chw" else 3
             assert c.epochs == expected and c.init == "independent", (name, r.label)
     assert {r.x for r in get_preset("rotation-sparsity").runs("quick")} == {0.1, 0.25, 1.0}

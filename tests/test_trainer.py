@@ -439,3 +439,35 @@ def test_ddp_patience_stops_every_process_at_the_same_epoch(tmp_path):
     b = json.loads(read(tmp_path / "two" / "summary.json"))
     assert a["epochs_completed"] == b["epochs_completed"] < 6
     assert a["final"]["selected_epoch"] == b["final"]["selected_epoch"]
+
+
+def test_patience_on_is_checked_and_all_is_the_default():
+    with pytest.raises(ConfigError, match="'patience_on': unknown 'unseen'; valid: seen or all"):
+        _patience(patience_on="unseen")
+    with pytest.raises(ConfigError, match="'patience_on' says what patience chooses the epoch "
+                                          "by: set 'patience' too"):
+        tiny(validation=64, patience_on="seen")
+    # "all" is the default, saved one way, so runs made before the key existed still match
+    assert _patience(patience_on="all") == _patience()
+    assert _patience(patience_on="all").to_dict()["patience_on"] is None
+
+
+def test_patience_on_seen_chooses_the_epoch_by_the_seen_conditions_only(tmp_path):
+    """The epoch with the best validation accuracy at the training angles is chosen (the
+    first best), the stop counts from it, and the test set sees that epoch's weights."""
+    config = tiny(validation=64, epochs=6, patience=2, lr=0.2, patience_on="seen")
+    data = load_run_data(config)
+    done = train(config, tmp_path / "p", data=data, **quiet())
+    recs = list(csv.DictReader(open(tmp_path / "p" / "metrics.csv")))
+    seen = [float(r["val_seen_accuracy"]) for r in recs]
+    every = [float(r["val_accuracy"]) for r in recs]
+    chosen = 1 + seen.index(max(seen))
+    expected_stop = next((e for e in range(1, len(seen) + 1)
+                          if e - (1 + seen.index(max(seen[:e]))) >= 2), len(seen))
+    assert done["epochs_completed"] == expected_stop
+    assert done["final"]["selected_epoch"] == chosen
+    # the two rules choose differently here, so the test tells them apart
+    assert chosen != 1 + every[:expected_stop].index(max(every[:expected_stop]))
+    reference = train(config.replace(patience=None, patience_on=None, epochs=chosen),
+                      tmp_path / "ref", data=data, **quiet())["final"]
+    assert done["final"]["test_accuracy"] == reference["test_accuracy"]

@@ -304,7 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", choices=SCALES, default="cpu",
                    help="cpu: Fashion-MNIST, 3 seeds, where the networks have learned: the "
                         "full training set less a 5 000-image validation split, up to 10 "
-                        "epochs with each run's epoch chosen on validation (patience 2), the "
+                        "epochs with each run's epoch chosen on validation (patience 2, by the "
+                        "accuracy at the seen conditions only), the "
                         "test set read once with that epoch's weights; init and "
                         "preconditioning-tuned a fixed 10 epochs and unconditioned-converged "
                         "15 (whole curves); diffusion: 16 x 16, 1500 steps. quick: the first "

@@ -5,8 +5,9 @@ every configuration run once per seed. ``scale="paper"`` follows the paper
 (CIFAR-10, the paper CNN, 20 seeds; §3, Appendix D–E). ``scale="cpu"`` is a
 budget where the networks have learned, on a 2-core CPU: Fashion-MNIST (the
 Debian package), 3 seeds, the full training set less a 5 000-image validation
-split, up to 10 epochs with the epoch chosen on validation (``patience = 2``),
-the test set read once with that epoch's weights. ``scale="quick"`` is the first
+split, up to 10 epochs with the epoch chosen on validation (``patience = 2``, by
+the accuracy at the seen conditions only: no choice reads a condition the run
+never trains on), the test set read once with that epoch's weights. ``scale="quick"`` is the first
 results' budget — a 10 000-image training subset, a 1 000-image test subset read
 every epoch, 3 epochs — where every network is still learning: a smoke test,
 not evidence (it reproduces the results made before, with ``init="independent"``).
@@ -54,7 +55,8 @@ SCALES = ("cpu", "quick", "paper")
 #: every epoch), where every network is still learning: a smoke test, not evidence.
 _SCALE_BASE: dict[str, dict[str, Any]] = {
     "cpu": {"dataset": "fashion-mnist", "train_subset": None, "test_subset": None,
-            "validation": 5000, "epochs": 10, "patience": 2, "batch_size": 128},
+            "validation": 5000, "epochs": 10, "patience": 2, "patience_on": "seen",
+            "batch_size": 128},
     "quick": {"dataset": "fashion-mnist", "train_subset": 10000, "test_subset": 1000,
               "epochs": 3, "batch_size": 128},
     "paper": {"dataset": "cifar10", "epochs": 50, "batch_size": 128},
@@ -301,7 +303,7 @@ INIT_SCALES = (0.0, 0.03, 0.1, 0.3, 1.0)
 #: (a fixed number of epochs, not ``patience``: the study reads the whole curve)
 _INIT_BASE: dict[str, dict[str, Any]] = {
     "cpu": {"train_subset": None, "test_subset": None, "validation": 5000, "epochs": 10,
-            "patience": None},
+            "patience": None, "patience_on": None},
     "quick": {"validation": 1000, "epochs": 3},
     "paper": {"validation": 5000},
 }
@@ -352,7 +354,7 @@ def _unconditioned_converged(scale: str) -> list[tuple[str, str, Any, dict[str, 
 #: validation split read every epoch (the curves show the plateau), the test set once
 _CONVERGED_BASE: dict[str, dict[str, Any]] = {
     "cpu": {"train_subset": None, "test_subset": None, "validation": 5000, "epochs": 15,
-            "patience": None},
+            "patience": None, "patience_on": None},
     "quick": {"validation": 1000, "epochs": 3},
     "paper": {"validation": 5000, "epochs": 100},
 }

@@ -24,9 +24,10 @@ generator seeded by ``(seed, e)``, recomputed on resume. Checkpoints load with
 ``weights_only=True``.
 
 With a validation split, ``patience`` chooses the epoch on it: the run stops
-once validation accuracy has not improved for ``patience`` epochs (``epochs``
-is the most it trains), and the test set is read once, with the weights of the
-best validation epoch; ``summary.json``'s ``final`` holds that epoch's
+once validation accuracy (over every condition, or with ``patience_on = "seen"``
+over the conditions training uses only) has not improved for ``patience`` epochs
+(``epochs`` is the most it trains), and the test set is read once, with the
+weights of the best validation epoch; ``summary.json``'s ``final`` holds that epoch's
 validation metrics, those weights' test metrics and ``selected_epoch``.
 
 A NaN/inf loss stops the run (status ``"diverged"`` in ``summary.json``), leaving
@@ -350,11 +351,17 @@ class Trainer:
         return stopped or self.epoch >= c.epochs or (c.max_steps is not None
                                                      and self.global_step >= c.max_steps)
 
+    @property
+    def _patience_key(self) -> str:
+        return "val_seen_accuracy" if self.config.patience_on == "seen" else "val_accuracy"
+
     def _track_best(self, record: dict[str, Any]) -> None:
-        """With ``patience``: keep the weights of the best validation epoch (ties: the first)."""
+        """With ``patience``: keep the weights of the best validation epoch (ties: the first),
+        by validation accuracy over every condition or (``patience_on = "seen"``) over the
+        conditions training uses."""
         if self.config.patience is None or self.step_in_epoch != 0:
             return  # only whole epochs are candidates
-        metric = record["val_accuracy"]
+        metric = record[self._patience_key]  # every task evaluates a seen condition
         if self.best is None or metric > self.best["metric"]:
             self.best = {"epoch": self.epoch, "metric": metric,
                          "record": dict(record),
