@@ -365,6 +365,17 @@ def test_init_option_takes_a_number_or_a_name_and_rank_an_integer():
         config_from_args(parser.parse_args(["train", "--init", "wide"]))
 
 
+def test_patience_on_option():
+    from weightmanifold.cli import build_parser, config_from_args
+
+    parser = build_parser()
+    base = ["train", "--validation", "500", "--patience", "2", "--patience-on"]
+    assert config_from_args(parser.parse_args([*base, "seen"])).patience_on == "seen"
+    assert config_from_args(parser.parse_args([*base, "all"])).patience_on is None
+    with pytest.raises(ValueError, match="'patience_on': unknown 'unseen'"):
+        config_from_args(parser.parse_args([*base, "unseen"]))
+
+
 @pytest.mark.parametrize("text", ["nan", "inf", "-inf", "-1", "-0.01", "", "Constant", "1e400"])
 def test_sweep_init_refuses_what_is_not_a_start(text):
     """--init of a sweep: a name or a finite eps >= 0; nan compares false with everything and

@@ -666,6 +666,10 @@ def test_flop_formulas_count_a_users_embedding_bag_once_per_value(mode):
     with FlopCounterMode(display=False, custom_mapping=wm.layers.FLOP_FORMULAS) as counter:
         bag(index)
     assert counter.get_total_flops() == 6 * 4
+    bag.requires_grad_(False)  # a frozen bag runs aten._embedding_bag_forward_only
+    with FlopCounterMode(display=False, custom_mapping=wm.layers.FLOP_FORMULAS) as counter:
+        bag(index)
+    assert counter.get_total_flops() == 6 * 4
     if mode == "sum":
         with FlopCounterMode(display=False, custom_mapping=wm.layers.FLOP_FORMULAS) as counter:
             bag(index, per_sample_weights=torch.rand(2, 3))

@@ -406,6 +406,8 @@ def test_more_epochs_do_not_restart_a_run_patience_stopped(tmp_path):
     assert more["steps"] == done["steps"] and more["final"] == done["final"]
     with pytest.raises(CheckpointError, match="patience"):
         train(config.replace(patience=3), tmp_path / "p", data=data, **quiet())
+    with pytest.raises(CheckpointError, match="patience_on: saved None, now 'seen'"):
+        train(config.replace(patience_on="seen"), tmp_path / "p", data=data, **quiet())
 
 
 def test_a_divergence_after_the_chosen_epoch_ends_the_run_diverged(tmp_path, monkeypatch):
@@ -450,6 +452,16 @@ def test_patience_on_is_checked_and_all_is_the_default():
     # "all" is the default, saved one way, so runs made before the key existed still match
     assert _patience(patience_on="all") == _patience()
     assert _patience(patience_on="all").to_dict()["patience_on"] is None
+    assert tiny(patience_on="all").patience_on is None  # the default needs no patience
+
+
+def test_patience_on_seen_refuses_a_task_evaluated_at_no_seen_condition(tmp_path, monkeypatch):
+    from weightmanifold.experiments.tasks import RotationTask
+
+    monkeypatch.setattr(RotationTask, "seen", lambda self, s: torch.zeros(s.shape, dtype=bool))
+    config = tiny(validation=64, epochs=2, patience=1, patience_on="seen")
+    with pytest.raises(ValueError, match="the task 'rotation' evaluates no seen condition"):
+        train(config, tmp_path / "p", data=load_run_data(config), **quiet())
 
 
 def test_patience_on_seen_chooses_the_epoch_by_the_seen_conditions_only(tmp_path):

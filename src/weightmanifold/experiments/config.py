@@ -50,14 +50,15 @@ class RunConfig:
         "set is evaluated every epoch, as in the paper)", default=None)
     patience: int | None = _help(
         "choose the epoch on the validation split: stop when validation accuracy (see "
-        "patience_on) has not improved for this many epochs, and read the test set once, "
+        "--patience-on) has not improved for this many epochs, and read the test set once, "
         "with the weights of the best validation epoch; epochs is then the most the run "
         "trains (needs validation; default: train every epoch and test the last)",
         default=None)
     patience_on: str | None = _help(
         "the validation accuracy patience chooses the epoch by: 'seen', over the conditions "
-        "training uses only, so that no choice reads a condition the run never trains on "
-        "(the cpu-scale presets), or 'all' (every evaluation condition; the default)",
+        "training uses only, so that the epoch choice reads no condition the run never "
+        "trains on (the cpu-scale presets), or 'all' (every evaluation condition; the "
+        "default, saved as None)",
         default=None)
     task: str = _help("conditioning task: rotation, noise or unconditioned",
                       default="rotation")
@@ -132,14 +133,14 @@ class RunConfig:
                               "independent or a number eps >= 0")
         if not isinstance(self.init, str) and not (0 <= self.init < float("inf")):
             raise ConfigError(f"config key 'init' must be a number >= 0, got {self.init}")
-        if self.patience_on == "all":
-            self.patience_on = None  # the default, spelled one way in saved configurations
-        if self.patience_on not in (None, "seen"):
+        if self.patience_on not in (None, "all", "seen"):
             raise ConfigError(f"config key 'patience_on': unknown {self.patience_on!r}; "
                               "valid: seen or all")
-        if self.patience_on is not None and self.patience is None:
+        if self.patience_on == "seen" and self.patience is None:
             raise ConfigError("config key 'patience_on' says what patience chooses the epoch "
                               "by: set 'patience' too")
+        if self.patience_on == "all":
+            self.patience_on = None  # the default, spelled one way in saved configurations
         if self.patience is not None and self.validation is None:
             raise ConfigError("config key 'patience' chooses the epoch on the validation "
                               "split: set 'validation' too")

@@ -6,11 +6,12 @@ every configuration run once per seed. ``scale="paper"`` follows the paper
 budget where the networks have learned, on a 2-core CPU: Fashion-MNIST (the
 Debian package), 3 seeds, the full training set less a 5 000-image validation
 split, up to 10 epochs with the epoch chosen on validation (``patience = 2``, by
-the accuracy at the seen conditions only: no choice reads a condition the run
-never trains on), the test set read once with that epoch's weights. ``scale="quick"`` is the first
-results' budget — a 10 000-image training subset, a 1 000-image test subset read
-every epoch, 3 epochs — where every network is still learning: a smoke test,
-not evidence (it reproduces the results made before, with ``init="independent"``).
+the accuracy at the seen conditions only: no epoch choice reads a condition the
+run never trains on), the test set read once with that epoch's weights.
+``scale="quick"`` is the first results' budget — a 10 000-image training subset,
+a 1 000-image test subset read every epoch, 3 epochs — where every network is
+still learning: a smoke test, not evidence (it reproduces the results made
+before, with ``init="independent"``).
 
 ======================== =========== ================================================
 preset                   figure      what varies

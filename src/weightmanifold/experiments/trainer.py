@@ -361,7 +361,11 @@ class Trainer:
         conditions training uses."""
         if self.config.patience is None or self.step_in_epoch != 0:
             return  # only whole epochs are candidates
-        metric = record[self._patience_key]  # every task evaluates a seen condition
+        metric = record[self._patience_key]
+        if metric is None:  # a task evaluated at no seen condition: nothing to choose by
+            raise ValueError(f"patience_on = 'seen': the task {self.task.name!r} evaluates "
+                             "no seen condition to choose the epoch by; use patience_on = "
+                             "'all'")
         if self.best is None or metric > self.best["metric"]:
             self.best = {"epoch": self.epoch, "metric": metric,
                          "record": dict(record),

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = ["active", "conditioned", "reenter_in_backward"]
 
+
 class _Local(threading.local):
     """Per-thread state whose attributes exist from a thread's first access: a stack
     created lazily (``getattr(..., None)``) made ``torch.compile`` guard on its absence

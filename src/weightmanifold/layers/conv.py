@@ -26,7 +26,8 @@ def _mix_rows_flop(rows_shape: Any, index_shape: Any, _offsets: Any = None,
     """FLOPs of an ``embedding_bag``: for each value of each row read, a multiply-add
     when the rows are weighted (``per_sample_weights``, the per-example path's mixing),
     else one add (``sum``, ``mean``) or comparison (``max``), as a user's
-    :class:`~torch.nn.EmbeddingBag` does."""
+    :class:`~torch.nn.EmbeddingBag` does (frozen or not; entries at ``padding_idx``
+    count too)."""
     per_value = 2 if per_sample_weights is not None else 1
     return per_value * math.prod(index_shape) * math.prod(rows_shape[1:])
 
@@ -47,6 +48,7 @@ def _conv_backward_flop(grad_out_shape: Any, x_shape: Any, w_shape: Any, _bias: 
 #: kernel mixing (its backward is element-wise work, which the counter never counts) and
 #: the backward pass of its grouped convolution
 FLOP_FORMULAS: dict[Any, Any] = {torch.ops.aten._embedding_bag: _mix_rows_flop,
+                                 torch.ops.aten._embedding_bag_forward_only: _mix_rows_flop,
                                  torch.ops.aten.convolution_backward: _conv_backward_flop}
 
 
