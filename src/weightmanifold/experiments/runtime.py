@@ -5,10 +5,14 @@ above the mmap threshold are unmapped on ``free``, and the top of the heap is
 trimmed once more than the trim threshold is free. A training step allocates
 and frees the same large activation buffers every time, so each step pays page
 faults to map them again — measured here as 10–20 % of a step of the paper CNN
-(``bench/README.md``). Keeping freed memory in the process removes that cost at
-the price of a resident size that stays at its peak. This is the in-process
-equivalent of setting ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_TOP_PAD_`` and
-``MALLOC_MMAP_THRESHOLD_`` in the environment.
+(``bench/README.md``). Blocks above glibc's largest mmap threshold (32 MiB) are
+mapped afresh for every allocation whatever the threshold says: evaluation at
+1 000 images a batch allocates such blocks in every layer, and a width-matched
+CNN's evaluation spent half its time in page faults (725 against 450 ms a batch
+with ``mmap`` off). Keeping freed memory in the process removes that cost at the
+price of a resident size that stays at its peak. This is the in-process
+equivalent of setting ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_TOP_PAD_``,
+``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_MMAP_MAX_`` in the environment.
 """
 
 from __future__ import annotations
@@ -19,11 +23,11 @@ from typing import Any
 
 __all__ = ["progress_bar", "tune_malloc"]
 
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -2, -3, -4
 
 
 def tune_malloc(trim_threshold: int = 1 << 30, top_pad: int = 256 << 20,
-                mmap_threshold: int = 32 << 20) -> bool:
+                mmap_threshold: int = 32 << 20, mmap: bool = False) -> bool:
     """Ask glibc to keep freed memory for reuse instead of returning it every step.
 
     Args:
@@ -31,6 +35,8 @@ def tune_malloc(trim_threshold: int = 1 << 30, top_pad: int = 256 << 20,
         top_pad: extra bytes requested whenever the heap grows.
         mmap_threshold: blocks at least this large are mmap-ed (glibc's maximum,
             32 MiB, so buffers up to it come from the reusable heap).
+        mmap: let glibc mmap blocks above ``mmap_threshold`` at all (``False``:
+            every block comes from the heap and is reused, however large).
 
     Returns:
         ``True`` if the settings were applied, ``False`` where the C library is
@@ -51,6 +57,8 @@ def tune_malloc(trim_threshold: int = 1 << 30, top_pad: int = 256 << 20,
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     ok = [mallopt(_M_TRIM_THRESHOLD, trim_threshold), mallopt(_M_TOP_PAD, top_pad),
           mallopt(_M_MMAP_THRESHOLD, mmap_threshold)]
+    if not mmap:
+        ok.append(mallopt(_M_MMAP_MAX, 0))
     return all(r == 1 for r in ok)
 
 
