@@ -63,10 +63,33 @@ def test_archive_copies_records_not_checkpoints(tmp_path):
     (src / ".results.csv.123.tmp").write_text("partial")
     (src / "big.png").write_bytes(b"x" * 100)
     left_out = archive_sweep(src, dest, max_bytes=90)
-    assert left_out == ["big.png"]
+    assert left_out == [("big.png", "too large")]
     files = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
     assert files == ["ellipse/seed_0/metrics.csv", "ellipse/seed_0/summary.json",
                      "results.csv"]
+
+
+def test_archive_leaves_out_runs_not_finished(tmp_path, capsys):
+    """A run still training (or killed) has records that could neither resume without its
+    checkpoint nor count as finished: it is left out whole, and named, until it is done."""
+    src, dest = tmp_path / "runs" / "preset", tmp_path / "docs" / "preset"
+    for seed, status in ((0, "completed"), (1, "diverged"), (2, "running")):
+        run = src / "ellipse" / f"seed_{seed}"
+        write_summary(run, status=status)
+        (run / "config.json").write_text("{}")
+        (run / "metrics.csv").write_text("epoch\n1\n")
+    started = src / "ellipse" / "seed_3"  # a diffusion run writes its summary at the end
+    started.mkdir()
+    (started / "config.json").write_text("{}")
+    (src / "ellipse" / "seed_4").mkdir()  # no config.json: not a run
+    (src / "ellipse" / "seed_4" / "notes.txt").write_text("kept")
+    left_out = archive_sweep(src, dest)
+    assert left_out == [("ellipse/seed_2", "not finished"), ("ellipse/seed_3", "not finished")]
+    kept = {str(p.relative_to(dest).parent) for p in dest.rglob("*") if p.is_file()}
+    assert kept == {"ellipse/seed_0", "ellipse/seed_1", "ellipse/seed_4"}
+    assert main(["archive", str(src), str(tmp_path / "again")]) == 0
+    assert "left out (a run not finished: archive it once it is): ellipse/seed_2" \
+        in capsys.readouterr().err
 
 
 def test_archive_refuses_bad_places(tmp_path):

@@ -241,8 +241,10 @@ def _cmd_archive(args: argparse.Namespace) -> int:
 
     left_out = archive_sweep(args.sweep_dir, args.dest, max_bytes=args.max_bytes)
     print(f"archived {args.sweep_dir} into {args.dest}")
-    for rel in left_out:
-        print(f"left out (over {args.max_bytes} bytes): {rel}", file=sys.stderr)
+    for rel, reason in left_out:
+        why = f"over {args.max_bytes} bytes" if reason == "too large" else \
+            "a run not finished: archive it once it is"
+        print(f"left out ({why}): {rel}", file=sys.stderr)
     return 0
 
 
@@ -365,9 +367,10 @@ def build_parser() -> argparse.ArgumentParser:
         "archive", help="copy a sweep's tables, figures and finished runs' records (no "
                         "checkpoints) to a directory that is committed",
         description="Copy every file of SWEEP_DIR to the same place under DEST except "
-                    "checkpoints and files over --max-bytes: results, figures, and each run's "
-                    "summary.json, config.json and metric tables. A sweep run again with "
-                    "DEST copied back (mkdir -p runs/<preset> && cp -r DEST/. "
+                    "checkpoints, files over --max-bytes and runs not finished (still "
+                    "training or killed: archive them once done): results, figures, and each "
+                    "finished run's summary.json, config.json and metric tables. A sweep "
+                    "run again with DEST copied back (mkdir -p runs/<preset> && cp -r DEST/. "
                     "runs/<preset>/) retrains no finished run: a run counts as finished "
                     "when its summary.json is completed with the same configuration, "
                     "whatever its --threads, --data-dir and checkpoint_every.",

@@ -101,16 +101,39 @@ def finished_summary(run_dir: str | Path, config: Mapping[str, Any],
     return done if same_run(done["config"], config) else None
 
 
+def _unfinished_runs(source: Path) -> list[Path]:
+    """The run directories below ``source`` (those holding a ``config.json``) whose
+    ``summary.json`` does not say completed or diverged: runs still training, or
+    killed, whose records without their checkpoint could neither resume nor count."""
+    out = []
+    for config in sorted(source.rglob("config.json")):
+        if "checkpoints" in config.relative_to(source).parts:
+            continue
+        try:
+            with open(config.parent / "summary.json") as f:
+                status = json.load(f).get("status")
+        except (OSError, ValueError, AttributeError):
+            status = None
+        if status not in ("completed", "diverged"):
+            out.append(config.parent)
+    return out
+
+
 def archive_sweep(source: str | Path, dest: str | Path, *,
-                  max_bytes: int = ARCHIVE_MAX_BYTES) -> list[str]:
-    """Copy a sweep's tables, figures and its runs' small records from ``source`` to ``dest``.
+                  max_bytes: int = ARCHIVE_MAX_BYTES) -> list[tuple[str, str]]:
+    """Copy a sweep's tables, figures and its finished runs' small records from ``source``
+    to ``dest``.
 
     Every file below ``source`` is copied to the same relative path below
     ``dest``, except checkpoints (``checkpoints/``, ``checkpoint.pt``,
-    ``snapshots.pt``), hidden and temporary files, and files larger than
-    ``max_bytes``. Small caches the sweep reuses are kept (the diffusion preset's
-    ``classifier.pt``: its Fréchet distances depend on it). Files already in
-    ``dest`` are overwritten; nothing in ``dest`` is deleted.
+    ``snapshots.pt``), hidden and temporary files, files larger than
+    ``max_bytes``, and runs not finished (a directory with a ``config.json``
+    whose ``summary.json`` is missing or says neither completed nor diverged: a
+    run still training can be archived once it is done, and its records alone
+    would neither resume nor count as finished). Small caches the sweep reuses
+    are kept (the diffusion preset's ``classifier.pt``: its Fréchet distances
+    depend on it). Files already in ``dest`` are overwritten; nothing in ``dest``
+    is deleted.
 
     Args:
         source: the sweep directory (``runs/<preset>``).
@@ -118,7 +141,9 @@ def archive_sweep(source: str | Path, dest: str | Path, *,
         max_bytes: the largest file copied.
 
     Returns:
-        The relative paths that were left out (too large), for the caller to report.
+        What was left out, for the caller to report: ``(relative path, reason)``,
+        the reason ``"too large"`` for a file or ``"not finished"`` for a run
+        directory.
 
     Raises:
         FileNotFoundError: if ``source`` is not a directory.
@@ -131,25 +156,30 @@ def archive_sweep(source: str | Path, dest: str | Path, *,
         >>> _ = (src / "a" / "seed_0" / "summary.json").write_text("{}")
         >>> _ = (src / "a" / "seed_0" / "checkpoints" / "last.pt").write_text("x")
         >>> dest = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (src / "a" / "seed_0" / "config.json").write_text("{}")
+        >>> _ = (src / "a" / "seed_0" / "summary.json").write_text('{"status": "completed"}')
+        >>> (src / "a" / "seed_1").mkdir()
+        >>> _ = (src / "a" / "seed_1" / "config.json").write_text("{}")
         >>> archive_sweep(src, dest)
-        []
+        [('a/seed_1', 'not finished')]
         >>> sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
-        ['a/seed_0/summary.json']
+        ['a/seed_0/config.json', 'a/seed_0/summary.json']
     """
     source, dest = Path(source).resolve(), Path(dest).resolve()
     if not source.is_dir():
         raise FileNotFoundError(f"{source} is not a sweep directory")
     if dest == source or source in dest.parents:
         raise ValueError(f"the archive {dest} must lie outside the sweep directory {source}")
-    left_out = []
+    unfinished = _unfinished_runs(source)
+    left_out = [(str(run.relative_to(source)), "not finished") for run in unfinished]
     for path in sorted(source.rglob("*")):
         rel = path.relative_to(source)
         if not path.is_file() or path.is_symlink() or "checkpoints" in rel.parts \
                 or path.name in _NEVER or any(p.startswith(".") for p in rel.parts) \
-                or path.suffix == ".tmp":
+                or path.suffix == ".tmp" or any(run in path.parents for run in unfinished):
             continue
         if path.stat().st_size > max_bytes:
-            left_out.append(str(rel))
+            left_out.append((str(rel), "too large"))
             continue
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
