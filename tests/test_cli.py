@@ -21,6 +21,7 @@ TINY = ["--dataset", "synthetic", "--widths", "4", "8", "8", "--hidden", "16",
         "--no-progress", "--task-options", "train_fraction=0.25", "bins=8"]
 TINY_OVERRIDES = {"dataset": "synthetic", "train_subset": None, "test_subset": None,
                   "validation": None, "patience": None, "patience_on": None,
+                  "validate_at": None,
                   "epochs": 1, "widths": [4, 8, 8], "hidden": 16, "batch_size": 32,
                   "threads": 1, "lr": 0.05}
 
@@ -317,12 +318,16 @@ def test_cpu_scale_trains_where_networks_learn_and_chooses_epochs_on_validation(
             assert (c.train_subset, c.test_subset, c.validation) == (subset, None, 5000), name
             # the epoch is chosen by the seen conditions: no choice reads an unseen one
             assert (c.epochs, c.patience, c.patience_on) == (10, 2, "seen"), (name, r.label)
+            # and only those are validated: a tenth of the angles costs a tenth of the pass
+            assert c.validate_at == "seen", (name, r.label)
     assert {r.x for r in get_preset("rotation-sparsity").runs("cpu")} == {0.1, 0.25}
+    # the whole-curve studies validate at every angle: their curves and choices read them
     for name, epochs in (("init", 10), ("preconditioning-tuned", 10),
                          ("unconditioned-converged", 15)):
         assert {(r.config.epochs, r.config.patience, r.config.patience_on,
-                 r.config.train_subset)
-                for r in get_preset(name).runs("cpu")} == {(epochs, None, None, None)}, name
+                 r.config.validate_at, r.config.train_subset)
+                for r in get_preset(name).runs("cpu")} == {(epochs, None, None, None, None)}, \
+            name
 
 
 def test_quick_scale_is_the_first_results_budget():
@@ -332,7 +337,7 @@ def test_quick_scale_is_the_first_results_budget():
         for r in get_preset(name).runs("quick", init="independent"):
             c = r.config
             assert (c.train_subset, c.test_subset, c.validation, c.patience,
-                    c.patience_on) == (10000, 1000, None, None, None), name
+                    c.patience_on, c.validate_at) == (10000, 1000, None, None, None, None), name
             expected = 2 if c.arch == "resnet18ln-chw" else 3
             assert c.epochs == expected and c.init == "independent", (name, r.label)
     assert {r.x for r in get_preset("rotation-sparsity").runs("quick")} == {0.1, 0.25, 1.0}
@@ -363,6 +368,17 @@ def test_init_option_takes_a_number_or_a_name_and_rank_an_integer():
         "constant"
     with pytest.raises(ValueError, match="init"):
         config_from_args(parser.parse_args(["train", "--init", "wide"]))
+
+
+def test_validate_at_option():
+    from weightmanifold.cli import build_parser, config_from_args
+
+    parser = build_parser()
+    base = ["train", "--validation", "500", "--validate-at"]
+    assert config_from_args(parser.parse_args([*base, "seen"])).validate_at == "seen"
+    assert config_from_args(parser.parse_args([*base, "all"])).validate_at is None
+    with pytest.raises(ValueError, match="'validate_at': unknown 'unseen'"):
+        config_from_args(parser.parse_args([*base, "unseen"]))
 
 
 def test_patience_on_option():

@@ -412,6 +412,34 @@ def test_evaluate_unseen_is_none_when_every_condition_is_seen():
     assert [r["accuracy"] for r in result["conditions"]] == pytest.approx([4 / 6] * 4)
 
 
+def test_evaluate_at_the_seen_conditions_only_gives_their_rows_of_the_full_evaluation():
+    task = RotationTask(train_fraction=0.5, bins=8, seed=1)
+    images, labels = labelled_images(10)
+    predict, calls = make_predictor({0, 3, 5, 6}, 8)
+    every = evaluate_by_condition(predict, images, labels, task, batch_size=3, generator=0)
+    calls.clear()
+    seen = evaluate_by_condition(predict, images, labels, task, batch_size=3, generator=0,
+                                 conditions="seen")
+    assert calls == [3, 3, 3, 1] * len(task.train_indices)  # the unseen ones cost nothing
+    assert seen["conditions"] == [r for r in every["conditions"] if r["seen"]]
+    assert seen["seen"] == every["seen"] == seen["overall"]
+    assert seen["unseen"] is None
+    assert evaluate_by_condition(predict, images, labels, task, batch_size=3, generator=0,
+                                 conditions="all") == every
+
+
+def test_evaluate_refuses_unknown_conditions_and_seen_when_nothing_is_seen(monkeypatch):
+    task = RotationTask(train_fraction=0.5, bins=8, seed=1)
+    images, labels = labelled_images(4)
+    predict, _ = make_predictor({0}, 8)
+    with pytest.raises(ValueError, match="conditions must be 'all' or 'seen', got 'unseen'"):
+        evaluate_by_condition(predict, images, labels, task, conditions="unseen")
+    monkeypatch.setattr(RotationTask, "seen", lambda self, s: torch.zeros(s.shape, dtype=bool))
+    with pytest.raises(ValueError, match="conditions = 'seen', but the task 'rotation' "
+                                         "evaluates no condition training uses"):
+        evaluate_by_condition(predict, images, labels, task, conditions="seen")
+
+
 def noise_sensitive(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     return torch.stack([x.mean(dim=(1, 2, 3)), x[:, 0, 0, 0], x[:, -1, -1, -1]], dim=1) * 10
 

@@ -483,3 +483,49 @@ def test_patience_on_seen_chooses_the_epoch_by_the_seen_conditions_only(tmp_path
     reference = train(config.replace(patience=None, patience_on=None, epochs=chosen),
                       tmp_path / "ref", data=data, **quiet())["final"]
     assert done["final"]["test_accuracy"] == reference["test_accuracy"]
+
+
+def test_validate_at_is_checked_and_all_is_the_default():
+    with pytest.raises(ConfigError, match="'validate_at': unknown 'unseen'; valid: seen or all"):
+        tiny(validation=64, validate_at="unseen")
+    with pytest.raises(ConfigError, match="'validate_at' says where the validation split is "
+                                          "evaluated: set 'validation' too"):
+        tiny(validate_at="seen")
+    # "all" is the default, saved one way, so runs made before the key existed still match
+    assert tiny(validation=64, validate_at="all") == tiny(validation=64)
+    assert tiny(validation=64, validate_at="all").to_dict()["validate_at"] is None
+    assert tiny(validate_at="all").validate_at is None
+
+
+def test_validate_at_seen_refuses_a_task_evaluated_at_no_seen_condition(tmp_path, monkeypatch):
+    from weightmanifold.experiments.tasks import RotationTask
+
+    monkeypatch.setattr(RotationTask, "seen", lambda self, s: torch.zeros(s.shape, dtype=bool))
+    config = tiny(validation=64, epochs=1, validate_at="seen")
+    with pytest.raises(ValueError, match="validate_at = 'seen': the task 'rotation' evaluates "
+                                         "no seen condition"):
+        train(config, tmp_path / "v", data=load_run_data(config), **quiet())
+
+
+def test_validate_at_seen_changes_only_what_validation_costs(tmp_path):
+    """Validating at the seen angles only chooses the same epoch as patience_on = 'seen' over
+    every angle, with the same seen validation accuracy every epoch and the same test metrics
+    (read at every angle); the unseen validation accuracy is left empty."""
+    config = tiny(validation=64, epochs=6, patience=2, lr=0.2, patience_on="seen")
+    data = load_run_data(config)
+    every = train(config, tmp_path / "all", data=data, **quiet())
+    seen = train(config.replace(validate_at="seen"), tmp_path / "seen", data=data, **quiet())
+    assert seen["final"]["selected_epoch"] == every["final"]["selected_epoch"]
+    assert seen["epochs_completed"] == every["epochs_completed"]
+    for key in ("test_accuracy", "test_loss", "seen_accuracy", "unseen_accuracy",
+                "val_seen_accuracy"):
+        assert seen["final"][key] == every["final"][key], key
+    assert seen["final"]["val_unseen_accuracy"] is None
+    assert seen["final"]["val_accuracy"] == seen["final"]["val_seen_accuracy"]
+    a = list(csv.DictReader(open(tmp_path / "all" / "metrics.csv")))
+    b = list(csv.DictReader(open(tmp_path / "seen" / "metrics.csv")))
+    assert [r["val_seen_accuracy"] for r in a] == [r["val_seen_accuracy"] for r in b]
+    assert {r["val_unseen_accuracy"] for r in b} == {""}
+    # a continued run cannot change where it validates
+    with pytest.raises(CheckpointError, match="validate_at: saved 'seen', now None"):
+        train(config, tmp_path / "seen", data=data, **quiet())

@@ -60,6 +60,13 @@ class RunConfig:
         "trains on (the cpu-scale presets), or 'all' (every evaluation condition; the "
         "default, saved as None)",
         default=None)
+    validate_at: str | None = _help(
+        "the conditions the validation split is evaluated at every epoch: 'seen', those "
+        "training uses only (the cpu-scale presets: the epoch choice reads only these, and "
+        "with 4 of 36 angles seen a validation pass costs a ninth), or 'all' (every evaluation "
+        "condition, for curves at unseen ones; the default, saved as None). The test set "
+        "is always read at every condition",
+        default=None)
     task: str = _help("conditioning task: rotation, noise or unconditioned",
                       default="rotation")
     task_options: dict[str, Any] = _help(
@@ -141,6 +148,14 @@ class RunConfig:
                               "by: set 'patience' too")
         if self.patience_on == "all":
             self.patience_on = None  # the default, spelled one way in saved configurations
+        if self.validate_at not in (None, "all", "seen"):
+            raise ConfigError(f"config key 'validate_at': unknown {self.validate_at!r}; "
+                              "valid: seen or all")
+        if self.validate_at == "seen" and self.validation is None:
+            raise ConfigError("config key 'validate_at' says where the validation split is "
+                              "evaluated: set 'validation' too")
+        if self.validate_at == "all":
+            self.validate_at = None  # the default, spelled one way in saved configurations
         if self.patience is not None and self.validation is None:
             raise ConfigError("config key 'patience' chooses the epoch on the validation "
                               "split: set 'validation' too")

@@ -57,6 +57,7 @@ SCALES = ("cpu", "quick", "paper")
 _SCALE_BASE: dict[str, dict[str, Any]] = {
     "cpu": {"dataset": "fashion-mnist", "train_subset": None, "test_subset": None,
             "validation": 5000, "epochs": 10, "patience": 2, "patience_on": "seen",
+            "validate_at": "seen",
             "batch_size": 128},
     "quick": {"dataset": "fashion-mnist", "train_subset": 10000, "test_subset": 1000,
               "epochs": 3, "batch_size": 128},
@@ -304,7 +305,7 @@ INIT_SCALES = (0.0, 0.03, 0.1, 0.3, 1.0)
 #: (a fixed number of epochs, not ``patience``: the study reads the whole curve)
 _INIT_BASE: dict[str, dict[str, Any]] = {
     "cpu": {"train_subset": None, "test_subset": None, "validation": 5000, "epochs": 10,
-            "patience": None, "patience_on": None},
+            "patience": None, "patience_on": None, "validate_at": None},
     "quick": {"validation": 1000, "epochs": 3},
     "paper": {"validation": 5000},
 }
@@ -355,7 +356,7 @@ def _unconditioned_converged(scale: str) -> list[tuple[str, str, Any, dict[str, 
 #: validation split read every epoch (the curves show the plateau), the test set once
 _CONVERGED_BASE: dict[str, dict[str, Any]] = {
     "cpu": {"train_subset": None, "test_subset": None, "validation": 5000, "epochs": 15,
-            "patience": None, "patience_on": None},
+            "patience": None, "patience_on": None, "validate_at": None},
     "quick": {"validation": 1000, "epochs": 3},
     "paper": {"validation": 5000, "epochs": 100},
 }

@@ -726,11 +726,13 @@ def evaluate_by_condition(
     task: Task,
     batch_size: int = 256,
     generator: torch.Generator | int | None = None,
+    conditions: str = "all",
 ) -> dict[str, Any]:
     r"""Accuracy and mean cross-entropy on every evaluation condition of a task.
 
-    For each condition :math:`s_k` of ``task.eval_conditions()`` the whole set
-    is transformed at :math:`s_k` and classified:
+    For each condition :math:`s_k` of ``task.eval_conditions()`` (with
+    ``conditions = "seen"``: each one training uses) the whole set is
+    transformed at :math:`s_k` and classified:
 
     .. math::
 
@@ -762,6 +764,9 @@ def evaluate_by_condition(
         batch_size: examples per call to ``predict`` (>= 1).
         generator: seed (``int``) or generator for the task's randomness;
             ``None`` means seed 0.
+        conditions: ``"all"`` or ``"seen"``: evaluate at the seen conditions
+            only (``overall`` is then their mean and ``unseen`` is ``None``).
+            Each seen condition gives the same numbers as with ``"all"``.
 
     Returns:
         A JSON-serialisable dict::
@@ -776,8 +781,10 @@ def evaluate_by_condition(
     Raises:
         TypeError: if ``images``/``labels`` have the wrong dtype or ``task`` is
             not a :class:`Task`.
-        ValueError: if shapes do not match, the set is empty, ``batch_size < 1``
-            or ``predict`` returns logits of the wrong shape.
+        ValueError: if shapes do not match, the set is empty, ``batch_size < 1``,
+            ``conditions`` is neither ``"all"`` nor ``"seen"``, it is ``"seen"``
+            and the task evaluates no seen condition, or ``predict`` returns
+            logits of the wrong shape.
 
     Examples:
         >>> import torch
@@ -811,11 +818,19 @@ def evaluate_by_condition(
         device, state = torch.device("cpu"), torch.Generator().manual_seed(seed).get_state()
 
     labels = labels.to(device=images.device, dtype=torch.long)
-    conditions = task.eval_conditions(dtype=torch.float64)
-    seen = task.seen(conditions)
+    if conditions not in ("all", "seen"):
+        raise ValueError(f"evaluate_by_condition: conditions must be 'all' or 'seen', "
+                         f"got {conditions!r}")
+    grid = task.eval_conditions(dtype=torch.float64)
+    seen = task.seen(grid)
+    if conditions == "seen":
+        if not bool(seen.any()):
+            raise ValueError(f"evaluate_by_condition: conditions = 'seen', but the task "
+                             f"{task.name!r} evaluates no condition training uses")
+        grid, seen = grid[seen], seen[seen]
     records: list[dict[str, Any]] = []
     with torch.no_grad():
-        for s_k, seen_k in zip(conditions.tolist(), seen.tolist()):
+        for s_k, seen_k in zip(grid.tolist(), seen.tolist()):
             gen = torch.Generator(device=device)
             gen.set_state(state)
             correct, loss_sum = 0, 0.0

@@ -28,7 +28,9 @@ once validation accuracy (over every condition, or with ``patience_on = "seen"``
 over the conditions training uses only) has not improved for ``patience`` epochs
 (``epochs`` is the most it trains), and the test set is read once, with the
 weights of the best validation epoch; ``summary.json``'s ``final`` holds that epoch's
-validation metrics, those weights' test metrics and ``selected_epoch``.
+validation metrics, those weights' test metrics and ``selected_epoch``. With
+``validate_at = "seen"`` the validation split is evaluated at the seen conditions
+only (its unseen accuracy is then empty); the test set is read at every condition.
 
 A NaN/inf loss stops the run (status ``"diverged"`` in ``summary.json``), leaving
 the last good checkpoint in place.
@@ -487,9 +489,11 @@ class Trainer:
                 with torch.no_grad():
                     return self.model(x.to(device), s.to(device)).cpu()
 
-            def measure(x: Tensor, y: Tensor, prefix: str, seed: int) -> None:
+            def measure(x: Tensor, y: Tensor, prefix: str, seed: int,
+                        conditions: str = "all") -> None:
                 res = evaluate_by_condition(predict, x, y, self.task,
-                                            self.config.eval_batch_size, generator=seed)
+                                            self.config.eval_batch_size, generator=seed,
+                                            conditions=conditions)
                 record.update({
                     f"{prefix}accuracy": res["overall"]["accuracy"],
                     f"{prefix}loss": res["overall"]["loss"],
@@ -501,7 +505,12 @@ class Trainer:
 
             if self.data.val_x is not None:
                 assert self.data.val_y is not None
-                measure(self.data.val_x, self.data.val_y, "val_", self.config.seed * 2 + 3)
+                at = self.config.validate_at or "all"
+                if at == "seen" and not bool(self.task.seen(self.task.eval_conditions()).any()):
+                    raise ValueError(f"validate_at = 'seen': the task {self.task.name!r} "
+                                     "evaluates no seen condition to validate at; use "
+                                     "validate_at = 'all'")
+                measure(self.data.val_x, self.data.val_y, "val_", self.config.seed * 2 + 3, at)
                 self._track_best(record)
             if self.data.val_x is None or self._done():
                 # with a validation split the test set is read once, by the final evaluation:
