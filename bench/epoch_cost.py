@@ -9,9 +9,9 @@ this one process, for the plain paper CNN and the ellipse manifold network on
 
 * ``train``: one SGD step (momentum 0.9; the ellipse preconditioned, one angle per
   example), scaled to the 429 steps of an epoch;
-* ``validate``: one evaluation batch of 1 000 images at one angle (eval mode, no
-  gradients, as ``evaluate_by_condition`` runs it), scaled to 5 000 images at 36,
-  9 or 4 angles.
+* ``validate``: one evaluation batch of 1 000 images rotated to one angle and
+  classified (eval mode, no gradients, as ``evaluate_by_condition`` runs it),
+  scaled to 5 000 images at 36, 9 or 4 angles.
 
 It prints each part in seconds and the share of the epoch that validation takes
 with ``validate_at = "all"`` and ``"seen"``. Only the ratios carry over to another
@@ -33,6 +33,7 @@ import torch.nn.functional as F
 import weightmanifold as wm
 from weightmanifold.experiments.models import build_model
 from weightmanifold.experiments.runtime import tune_malloc
+from weightmanifold.experiments.tasks import RotationTask
 
 STEPS, VAL_IMAGES, ANGLES = 429, 5000, 36
 SEEN = {"0.1": 4, "0.25": 9}
@@ -54,7 +55,8 @@ def main() -> None:
     torch.manual_seed(0)
     x, y = torch.rand(128, 1, 28, 28), torch.randint(0, 10, (128,))
     s = torch.rand(128)
-    xv = torch.rand(1000, 1, 28, 28)
+    xv, sv = torch.rand(1000, 1, 28, 28), torch.full((1000,), 0.3)
+    task = RotationTask(train_fraction=0.1, bins=ANGLES)
     parts: dict[str, Callable[[], None]] = {}
     for name in ("plain", "ellipse"):
         manifold = wm.Ellipse() if name == "ellipse" else None
@@ -73,7 +75,7 @@ def main() -> None:
         def validate(model: torch.nn.Module = model) -> None:
             model.eval()
             with torch.no_grad():
-                model(xv, torch.full((1000,), 0.3))
+                model(task.apply(xv, sv, torch.Generator()), sv)
 
         parts[f"{name} train"], parts[f"{name} validate"] = step, validate
     times: dict[str, list[float]] = {k: [] for k in parts}

@@ -467,6 +467,26 @@ def test_tuned_preset_chooses_each_arms_learning_rate_on_validation(tmp_path):
                   log=lambda m: None, progress=False, figures=False)
 
 
+def test_sweep_validated_at_the_seen_conditions_draws_the_seen_accuracy(tmp_path):
+    """validate_at = "seen" (the cpu-scale presets): the curves are the validation accuracy
+    at the seen conditions, named so; nothing over every condition or at unseen ones is
+    drawn or tabulated as if it had been measured."""
+    preset = get_preset("preconditioning-ablation")
+    run_sweep(preset, tmp_path, seeds=[0], log=lambda m: None, progress=False,
+              overrides={**TINY_OVERRIDES, "validation": 64, "epochs": 2,
+                         "validate_at": "seen"})
+    drawn = list(csv.DictReader(open(tmp_path / "curves.csv")))
+    for label in ("metric", "no-metric"):
+        metrics = list(csv.DictReader(open(tmp_path / label / "seed_0" / "metrics.csv")))
+        assert {(m["val_accuracy"], m["val_loss"], m["val_unseen_accuracy"])
+                for m in metrics} == {("", "", "")}
+        assert [float(r["val_seen_accuracy_mean"]) for r in drawn if r["label"] == label] \
+            == [float(m["val_seen_accuracy"]) for m in metrics]
+    assert not (tmp_path / "curves_gap.png").exists()
+    rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+    assert {(r["val_accuracy_mean"], r["val_unseen_accuracy_mean"]) for r in rows} == {("", "")}
+
+
 def test_tuning_needs_a_validation_split():
     from weightmanifold.experiments.sweep import select_tuned
 

@@ -107,15 +107,15 @@ def test_training_curves_without_seen_unseen(tmp_path: Path) -> None:
 
 
 def test_training_curves_validated_at_the_seen_conditions_only(tmp_path: Path) -> None:
-    """validate_at = "seen": the validation accuracy over the evaluated conditions is the
-    seen one, drawn once, under the seen label, not as "validation (all)"."""
+    """validate_at = "seen": only the seen validation accuracy is drawn, not an empty
+    "validation (all)" or validation loss."""
     (tmp_path / "metrics.csv").write_text(
         "epoch,step,train_loss,test_accuracy,test_loss,seen_accuracy,unseen_accuracy,"
         "val_accuracy,val_loss,val_seen_accuracy,val_unseen_accuracy\n"
-        "1,10,1.5,,,,,0.5,1.4,0.5,\n2,20,1.1,0.6,1.2,0.7,0.3,0.6,1.2,0.6,\n")
+        "1,10,1.5,,,,,,,0.5,\n2,20,1.1,0.6,1.2,0.7,0.3,,,0.6,\n")
     assert_png(plot_training_curves(tmp_path))
     assert list(read_csv(tmp_path / "curves.csv")[0]) == [
-        "epoch", "step", "train_loss", "test_loss", "val_loss", "test_accuracy",
+        "epoch", "step", "train_loss", "test_loss", "test_accuracy",
         "seen_accuracy", "unseen_accuracy", "val_seen_accuracy"]
 
 

@@ -495,6 +495,31 @@ def test_validate_at_is_checked_and_all_is_the_default():
     assert tiny(validation=64, validate_at="all") == tiny(validation=64)
     assert tiny(validation=64, validate_at="all").to_dict()["validate_at"] is None
     assert tiny(validate_at="all").validate_at is None
+    # patience must then choose by the seen accuracy: there is none over every condition
+    with pytest.raises(ConfigError, match=r"'validate_at' = 'seen' leaves no accuracy over "
+                                          r"every condition .*set patience_on = 'seen'"):
+        tiny(validation=64, patience=2, validate_at="seen")
+    assert tiny(validation=64, patience=2, patience_on="seen", validate_at="seen")
+
+
+def test_a_run_saved_before_validate_at_existed_continues(tmp_path):
+    """config.json and summary.json written without the key read as validate_at = None:
+    the run continues and the sweep counts it finished."""
+    from weightmanifold.experiments.sweep import finished_seeds
+
+    config = tiny(validation=64, epochs=2, name="r/seed_0")
+    data = load_run_data(config)
+    run = tmp_path / "r" / "seed_0"
+    done = train(config.replace(epochs=1), run, data=data, **quiet())
+    for name in ("config.json", "summary.json"):
+        saved = json.loads(read(run / name))
+        (saved.get("config", saved)).pop("validate_at")
+        (run / name).write_text(json.dumps(saved))
+    said: list[str] = []
+    assert finished_seeds(tmp_path / "r", [0], config.replace(epochs=1, name="r"),
+                          log=said.append) == [0], said
+    more = train(config, run, data=data, **quiet())
+    assert more["epochs_completed"] == 2 > done["epochs_completed"]
 
 
 def test_validate_at_seen_refuses_a_task_evaluated_at_no_seen_condition(tmp_path, monkeypatch):
@@ -520,12 +545,14 @@ def test_validate_at_seen_changes_only_what_validation_costs(tmp_path):
     for key in ("test_accuracy", "test_loss", "seen_accuracy", "unseen_accuracy",
                 "val_seen_accuracy"):
         assert seen["final"][key] == every["final"][key], key
-    assert seen["final"]["val_unseen_accuracy"] is None
-    assert seen["final"]["val_accuracy"] == seen["final"]["val_seen_accuracy"]
+    # nothing over every condition or at the unseen ones is reported as if measured
+    for key in ("val_unseen_accuracy", "val_accuracy", "val_loss"):
+        assert seen["final"][key] is None, key
     a = list(csv.DictReader(open(tmp_path / "all" / "metrics.csv")))
     b = list(csv.DictReader(open(tmp_path / "seen" / "metrics.csv")))
     assert [r["val_seen_accuracy"] for r in a] == [r["val_seen_accuracy"] for r in b]
-    assert {r["val_unseen_accuracy"] for r in b} == {""}
+    assert {(r["val_unseen_accuracy"], r["val_accuracy"], r["val_loss"]) for r in b} == \
+        {("", "", "")}
     # a continued run cannot change where it validates
     with pytest.raises(CheckpointError, match="validate_at: saved 'seen', now None"):
         train(config, tmp_path / "seen", data=data, **quiet())

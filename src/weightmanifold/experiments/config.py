@@ -63,9 +63,10 @@ class RunConfig:
     validate_at: str | None = _help(
         "the conditions the validation split is evaluated at every epoch: 'seen', those "
         "training uses only (the cpu-scale presets: the epoch choice reads only these, and "
-        "with 4 of 36 angles seen a validation pass costs a ninth), or 'all' (every evaluation "
-        "condition, for curves at unseen ones; the default, saved as None). The test set "
-        "is always read at every condition",
+        "with 4 of 36 angles seen a validation pass costs a ninth; the validation accuracy and "
+        "loss over every condition are then left empty, patience needs --patience-on seen), "
+        "or 'all' (every evaluation condition, for curves at unseen ones; the default, saved "
+        "as None). The test set is always read at every condition",
         default=None)
     task: str = _help("conditioning task: rotation, noise or unconditioned",
                       default="rotation")
@@ -156,6 +157,10 @@ class RunConfig:
                               "evaluated: set 'validation' too")
         if self.validate_at == "all":
             self.validate_at = None  # the default, spelled one way in saved configurations
+        if self.validate_at == "seen" and self.patience is not None \
+                and self.patience_on != "seen":
+            raise ConfigError("config key 'validate_at' = 'seen' leaves no accuracy over every "
+                              "condition for patience to choose by: set patience_on = 'seen'")
         if self.patience is not None and self.validation is None:
             raise ConfigError("config key 'patience' chooses the epoch on the validation "
                               "split: set 'validation' too")

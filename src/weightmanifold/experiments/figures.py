@@ -193,9 +193,6 @@ def plot_training_curves(run_dir: str | Path) -> Path:
             row[key] = _number(r.get(key), f"{where} {key}")
         rows.append(row)
     present = [k for k in _CURVE_COLUMNS if any(r[k] is not None for r in rows)]
-    if "val_seen_accuracy" in present and "val_unseen_accuracy" not in present:
-        # validated at the seen conditions only (validate_at = "seen"): "all" is "seen"
-        present.remove("val_accuracy")
     epochs = [r["epoch"] for r in rows]
     by_epoch = all(b > a for a, b in itertools.pairwise(epochs))
     x = np.array(epochs if by_epoch else [r["step"] for r in rows], dtype=float)

@@ -16,9 +16,11 @@ A sweep directory ``runs/<preset>/`` holds one directory per configuration
                                     the sparsest x; every method when x is the method)
     curves.png / .csv               the metric over training per configuration,
                                     mean ± std over the seeds (with a validation
-                                    split and unseen conditions, also
-                                    curves_seen and curves_gap: seen accuracy and
-                                    seen minus unseen over training)
+                                    split at every condition and unseen
+                                    conditions, also curves_seen and curves_gap:
+                                    seen accuracy and seen minus unseen over
+                                    training; with validate_at = "seen" the
+                                    curves are the seen accuracy)
     tables.md                       results.csv and differences.csv as Markdown
                                     tables (percent, mean ± std), ready to paste
 
@@ -457,7 +459,9 @@ def select_tuned(runs: Sequence[PresetRun], aggregates: Sequence[dict[str, Any] 
         m = agg["metrics"].get(key)
         if m is None:
             raise ValueError(f"{run.config.name} has no {key}: tuning chooses on a validation "
-                             "split, so its configuration needs validation > 0")
+                             "split evaluated where the metric is, so its configuration needs "
+                             "validation > 0 (and validate_at = 'all' for a metric over every "
+                             "or the unseen conditions)")
         group = (run.label, run.x)
         if group not in best or m["mean"] > best[group][0]:
             best[group] = (m["mean"], i)
@@ -485,6 +489,9 @@ def _figures(preset: Preset, runs: Sequence[PresetRun], aggregates: Sequence[dic
     # with a validation split the test set is read once: the curves are validation curves
     metric = preset.metric if runs[0].config.validation is None else \
         "val_" + preset.metric.removeprefix("test_")
+    if runs[0].config.validate_at == "seen":
+        # validated at the seen conditions only: the curves are the seen accuracy
+        metric = "val_seen_accuracy"
     plot_curves_over_seeds(curves, root / "curves.png", metric=metric,
                            title=f"{preset.name}: {metric.replace('_', ' ')} over training")
     def has(rows_by_seed: Sequence[Sequence[Mapping[str, Any]]], key: str) -> bool:

@@ -30,7 +30,9 @@ over the conditions training uses only) has not improved for ``patience`` epochs
 weights of the best validation epoch; ``summary.json``'s ``final`` holds that epoch's
 validation metrics, those weights' test metrics and ``selected_epoch``. With
 ``validate_at = "seen"`` the validation split is evaluated at the seen conditions
-only (its unseen accuracy is then empty); the test set is read at every condition.
+only (its accuracy and loss over every condition and its unseen accuracy are then
+empty, and patience chooses by the seen accuracy); the test set is read at every
+condition.
 
 A NaN/inf loss stops the run (status ``"diverged"`` in ``summary.json``), leaving
 the last good checkpoint in place.
@@ -511,6 +513,9 @@ class Trainer:
                                      "evaluates no seen condition to validate at; use "
                                      "validate_at = 'all'")
                 measure(self.data.val_x, self.data.val_y, "val_", self.config.seed * 2 + 3, at)
+                if at == "seen":
+                    # measured at the seen conditions only: nothing over every condition
+                    record["val_accuracy"] = record["val_loss"] = None
                 self._track_best(record)
             if self.data.val_x is None or self._done():
                 # with a validation split the test set is read once, by the final evaluation:
@@ -534,6 +539,10 @@ class Trainer:
                 if f"{prefix}seen_accuracy" not in record:
                     continue
                 overall = record["val_accuracy" if prefix else "test_accuracy"]
+                if overall is None:  # validate_at = "seen"
+                    msg += (f", {name} accuracy at the seen conditions "
+                            f"{100 * record[f'{prefix}seen_accuracy']:.2f}%")
+                    continue
                 msg += f", {name} accuracy {100 * overall:.2f}%"
                 if record[f"{prefix}unseen_accuracy"] is not None:
                     msg += (f" (seen {100 * record[f'{prefix}seen_accuracy']:.2f}%, "
