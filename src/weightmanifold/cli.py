@@ -149,8 +149,17 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         overrides["epochs"] = args.epochs
     if args.threads is not None:
         overrides["threads"] = args.threads
-    _tune_malloc(args)
     root = Path(args.runs_dir) / preset.name
+    if args.plan:
+        from .experiments.plan import format_plan, sweep_plan
+
+        plan = sweep_plan(preset, root, scale=args.scale, seeds=args.seeds, labels=args.only,
+                          xs=args.x, data_dir=args.data_dir, overrides=overrides,
+                          init=args.init)
+        print(f"{preset.name} at --scale {args.scale}, under {root}:")
+        print(format_plan(plan, tuned=preset.tune[0] if preset.tune else None))
+        return 0
+    _tune_malloc(args)
     rows = run_sweep(preset, root, scale=args.scale, seeds=args.seeds, labels=args.only,
                      xs=args.x, data_dir=args.data_dir, overrides=overrides, init=args.init,
                      progress=args.progress, train=not args.tabulate)
@@ -336,6 +345,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train nothing: tabulate and plot the finished runs of the selection, "
                         "each configuration over the seeds it finished and each paired "
                         "difference over the seeds both runs finished (a sweep in progress)")
+    p.add_argument("--plan", action="store_true",
+                   help="train nothing, write nothing: list each configuration of the "
+                        "selection with the seeds finished, diverged, to resume, to train "
+                        "and refused (a run of another configuration), and estimate the "
+                        "time left from the wall times of the runs already finished")
     _add_run_options(p, "where sweeps go")
     p.set_defaults(func=_cmd_sweep)
 

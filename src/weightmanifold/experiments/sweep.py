@@ -42,7 +42,7 @@ from .presets import Preset, PresetRun
 from .trainer import RunData, aggregate_seeds, configuration_mismatch, load_run_data, run_seeds
 
 __all__ = ["METRICS", "markdown_tables", "paired_difference", "paired_differences", "run_sweep",
-           "select_tuned", "sweep_rows", "t_quantile_975"]
+           "select_runs", "select_tuned", "sweep_rows", "t_quantile_975"]
 
 METRICS = ("test_accuracy", "seen_accuracy", "unseen_accuracy", "gap", "test_loss",
            "train_loss", "val_accuracy", "val_seen_accuracy", "val_unseen_accuracy", "val_gap")
@@ -298,6 +298,41 @@ def markdown_tables(rows: Sequence[Mapping[str, Any]], diffs: Sequence[Mapping[s
     return "\n".join(lines) + "\n"
 
 
+def select_runs(preset: Preset, *, scale: str = "cpu", labels: Sequence[str] | None = None,
+                xs: Sequence[str] | None = None, data_dir: str | None = None,
+                overrides: dict[str, Any] | None = None,
+                init: str | float | None = None) -> list[PresetRun]:
+    """The configurations of ``preset`` a sweep with these arguments runs (see :func:`run_sweep`).
+
+    Raises:
+        ValueError: for labels or values that match no configuration, or an override of
+            the key a tuned preset tunes.
+    """
+    runs = preset.runs(scale, init=init)
+    if labels:
+        unknown = sorted(set(labels) - {r.label for r in runs})
+        if unknown:
+            raise ValueError(f"unknown label(s) {unknown} for preset {preset.name!r}; valid: "
+                             f"{', '.join(sorted({r.label for r in runs}))}")
+        runs = [r for r in runs if r.label in labels]
+    if xs:
+        valid = sorted({str(r.x) for r in runs})
+        unknown = sorted(set(xs) - set(valid))
+        if unknown:
+            raise ValueError(f"unknown value(s) {unknown} of {preset.x_name} for preset "
+                             f"{preset.name!r}; valid: {', '.join(valid)}")
+        runs = [r for r in runs if str(r.x) in xs]
+    changes = dict(overrides or {})
+    if data_dir is not None:
+        changes["data_dir"] = data_dir
+    if preset.tune is not None and preset.tune[0] in changes:
+        raise ValueError(f"preset {preset.name!r} tunes {preset.tune[0]} over "
+                         f"{list(preset.tune[1])} on its validation split: it cannot be "
+                         "overridden")
+    runs = [dataclasses.replace(r, config=r.config.replace(**changes)) for r in runs]
+    return runs
+
+
 def run_sweep(preset: Preset, root: str | Path, *, scale: str = "cpu",
               seeds: Sequence[int] | None = None, labels: Sequence[str] | None = None,
               xs: Sequence[str] | None = None, data_dir: str | None = None,
@@ -336,28 +371,8 @@ def run_sweep(preset: Preset, root: str | Path, *, scale: str = "cpu",
             ``train=False`` on a tuned preset, or when no selected run has finished.
     """
     root = Path(root)
-    runs = preset.runs(scale, init=init)
-    if labels:
-        unknown = sorted(set(labels) - {r.label for r in runs})
-        if unknown:
-            raise ValueError(f"unknown label(s) {unknown} for preset {preset.name!r}; valid: "
-                             f"{', '.join(sorted({r.label for r in runs}))}")
-        runs = [r for r in runs if r.label in labels]
-    if xs:
-        valid = sorted({str(r.x) for r in runs})
-        unknown = sorted(set(xs) - set(valid))
-        if unknown:
-            raise ValueError(f"unknown value(s) {unknown} of {preset.x_name} for preset "
-                             f"{preset.name!r}; valid: {', '.join(valid)}")
-        runs = [r for r in runs if str(r.x) in xs]
-    changes = dict(overrides or {})
-    if data_dir is not None:
-        changes["data_dir"] = data_dir
-    if preset.tune is not None and preset.tune[0] in changes:
-        raise ValueError(f"preset {preset.name!r} tunes {preset.tune[0]} over "
-                         f"{list(preset.tune[1])} on its validation split: it cannot be "
-                         "overridden")
-    runs = [dataclasses.replace(r, config=r.config.replace(**changes)) for r in runs]
+    runs = select_runs(preset, scale=scale, labels=labels, xs=xs, data_dir=data_dir,
+                       overrides=overrides, init=init)
     seeds = list(seeds) if seeds is not None else preset.seeds(scale)
     # a grid tuned on its first seeds runs those first; the chosen values then run on all
     grid_seeds = seeds if preset.tune is None or preset.tune_seeds is None \

@@ -1,0 +1,192 @@
+"""What a sweep would do, before it does it: :func:`sweep_plan` (``weightmanifold sweep --plan``).
+
+For every configuration a sweep selects, the state of each seed's run under the
+sweep directory, read from its files and nothing else (no data is loaded, nothing
+is trained or written):
+
+* ``finished``: a ``summary.json`` that completed, of this configuration;
+* ``diverged``: a ``summary.json`` that diverged, of this configuration (the sweep
+  keeps it: a result, not an error);
+* ``resumes``: a run of this configuration that has started and not finished (its
+  ``config.json`` and a checkpoint): the sweep continues it from the checkpoint;
+* ``to train``: no run yet (a ``config.json`` with no checkpoint trains from the
+  start too);
+* ``refused``: a run of another configuration: the sweep refuses it, naming the keys
+  that differ, and trains nothing over it.
+
+With the wall times of the runs already finished it estimates the time left: each
+seed still to train (or to resume, in full) costs the mean wall time of the finished
+seeds of its configuration, or else of the same method elsewhere in the sweep, or
+else of the same network (another start, learning rate or x) elsewhere in it. A
+preset that tunes a key runs its grid on its first seeds and then the chosen value
+on the others: those later runs are counted once per method (``chosen later``).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .archive import PLACEMENT_KEYS
+from .presets import Preset
+from .sweep import select_runs
+from .trainer import configuration_mismatch
+
+__all__ = ["STATES", "format_plan", "sweep_plan"]
+
+#: the states of a seed's run, in the order the plan lists them
+STATES = ("finished", "diverged", "resumes", "to train", "refused")
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        with open(path) as f:
+            out = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return out if isinstance(out, dict) else None
+
+
+def _state(run_dir: Path, mine: dict[str, Any]) -> tuple[str, float | None, str | None]:
+    """``(state, wall seconds of a finished run, the keys that differ if refused)``."""
+    summary = _read(run_dir / "summary.json")
+    saved = (summary or {}).get("config") or _read(run_dir / "config.json")
+    if saved is None:
+        return "to train", None, None
+    mismatch = configuration_mismatch(saved, mine, ignore=PLACEMENT_KEYS, hint=False)
+    if mismatch:
+        return "refused", None, mismatch
+    status = (summary or {}).get("status")
+    if status == "completed" and summary is not None and summary.get("final") is not None:
+        wall = summary.get("wall_time_s")
+        return "finished", float(wall) if isinstance(wall, (int, float)) else None, None
+    if status == "diverged":
+        return "diverged", None, None
+    if (run_dir / "checkpoints" / "last.pt").exists():
+        return "resumes", None, None
+    return "to train", None, None
+
+
+def _model(config: Any) -> str:
+    """The network a configuration trains, which its cost depends on."""
+    keys = ("arch", "method", "manifold", "manifold_options", "features", "widths", "hidden",
+            "rank", "train_subset", "validation", "epochs", "validate_at")
+    return json.dumps({k: getattr(config, k) for k in keys}, sort_keys=True)
+
+
+def sweep_plan(preset: Preset, root: str | Path, *, scale: str = "cpu",
+               seeds: Sequence[int] | None = None, labels: Sequence[str] | None = None,
+               xs: Sequence[str] | None = None, data_dir: str | None = None,
+               overrides: dict[str, Any] | None = None,
+               init: str | float | None = None) -> list[dict[str, Any]]:
+    """The state of every run a sweep with these arguments would make (see :func:`run_sweep`).
+
+    Args:
+        preset, root, scale, seeds, labels, xs, data_dir, overrides, init: as
+            :func:`~weightmanifold.experiments.sweep.run_sweep`.
+
+    Returns:
+        One row per configuration: ``name``, ``label``, ``x``, ``seeds`` (those it
+        runs whatever a tuning chooses), one list of seeds per state of
+        :data:`STATES`, ``chosen_later`` (the seeds a tuned grid value runs if it
+        is chosen), ``refused_because`` (seed → the keys that differ),
+        ``wall_s`` (mean wall time of its finished seeds, or ``None``) and
+        ``estimate_s`` (the time its seeds still to train or resume would take,
+        from its own finished seeds, else the same method's, else the same
+        network's; ``None`` if there is none to go by).
+
+    Raises:
+        ValueError: as :func:`~weightmanifold.experiments.sweep.select_runs`.
+    """
+    root = Path(root)
+    runs = select_runs(preset, scale=scale, labels=labels, xs=xs, data_dir=data_dir,
+                       overrides=overrides, init=init)
+    seeds = list(seeds) if seeds is not None else preset.seeds(scale)
+    grid_seeds = seeds if preset.tune is None or preset.tune_seeds is None \
+        else seeds[:preset.tune_seeds]
+    rows = []
+    for run in runs:
+        name = run.config.name.split("/")[-1]
+        row: dict[str, Any] = {"name": name, "label": run.label, "x": run.x,
+                               "seeds": grid_seeds, **{state: [] for state in STATES},
+                               "chosen_later": [s for s in seeds if s not in grid_seeds],
+                               "refused_because": {}}
+        walls = []
+        for seed in seeds:
+            mine = run.config.replace(seed=seed, name=f"{run.config.name}/seed_{seed}")
+            state, wall, why = _state(root / name / f"seed_{seed}", mine.to_dict())
+            if seed not in grid_seeds and state in ("to train", "resumes"):
+                continue  # runs only if the tuning chooses this value
+            row[state].append(seed)
+            if why is not None:
+                row["refused_because"][seed] = why
+            if wall is not None:
+                walls.append(wall)
+        row["wall_s"] = statistics.fmean(walls) if walls else None
+        rows.append(row)
+    # the same method, or else the same network (another start, rate or x), elsewhere here
+    by_label: dict[str, list[float]] = {}
+    by_model: dict[str, list[float]] = {}
+    for row, run in zip(rows, runs, strict=True):
+        if row["wall_s"] is not None:
+            by_label.setdefault(row["label"], []).append(row["wall_s"])
+            by_model.setdefault(_model(run.config), []).append(row["wall_s"])
+    for row, run in zip(rows, runs, strict=True):
+        similar = by_label.get(row["label"]) or by_model.get(_model(run.config))
+        per_run = row["wall_s"] if row["wall_s"] is not None else (
+            statistics.fmean(similar) if similar else None)
+        left = len(row["to train"]) + len(row["resumes"])
+        row["estimate_s"] = None if per_run is None else (per_run * left if left else 0.0)
+    return rows
+
+
+def format_plan(rows: Sequence[dict[str, Any]], *, tuned: str | None = None) -> str:
+    """The plan as a text table with a closing line of totals (what ``--plan`` prints).
+
+    Args:
+        rows: from :func:`sweep_plan`.
+        tuned: the key a tuned preset tunes (its later seeds are then counted once
+            per method).
+    """
+    def seeds(values: Sequence[int]) -> str:
+        return ",".join(map(str, values)) or "-"
+
+    header = ("configuration", "finished", "diverged", "resumes", "to train", "refused",
+              "min/run", "min left")
+    table = [header]
+    for r in rows:
+        per_run = "?" if r["wall_s"] is None else f"{r['wall_s'] / 60:.1f}"
+        left = "?" if r["estimate_s"] is None else f"{r['estimate_s'] / 60:.0f}"
+        table.append((r["name"], *(seeds(r[s]) for s in STATES), per_run, left))
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)) for line in table]
+    for r in rows:
+        for seed, why in r["refused_because"].items():
+            lines.append(f"refused: {r['name']}/seed_{seed} is another configuration ({why})")
+    todo = sum(len(r["to train"]) + len(r["resumes"]) for r in rows)
+    known = [r["estimate_s"] for r in rows if r["estimate_s"] is not None]
+    unknown = sum(1 for r in rows if r["estimate_s"] is None
+                  and (r["to train"] or r["resumes"]))
+    if not known and unknown:
+        total = "no finished run of these networks here to estimate the time from"
+    else:
+        total = f"about {sum(known) / 60:.0f} min" + (
+            f" for the configurations with a finished run to go by, {unknown} without one"
+            if unknown else "")
+    lines.append(f"{todo} run(s) to train or resume: {total}")
+    if tuned is not None:
+        # per method, its later seeds not yet run by any value of the grid
+        later: dict[tuple[str, Any], set[int]] = {}
+        done: dict[tuple[str, Any], set[int]] = {}
+        for r in rows:
+            key = (r["label"], r["x"])
+            later.setdefault(key, set()).update(r["chosen_later"])
+            done.setdefault(key, set()).update(r["finished"], r["diverged"])
+        n = sum(len(later[k] - done[k]) for k in later)
+        if n:
+            lines.append(f"then, per method, the {tuned} chosen on validation on its other "
+                         f"seeds: {n} more run(s)")
+    return "\n".join(lines)

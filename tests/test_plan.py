@@ -1,0 +1,126 @@
+"""``weightmanifold sweep --plan``: what a sweep would do, read from the run files alone."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from weightmanifold.experiments.plan import STATES, format_plan, sweep_plan
+from weightmanifold.experiments.presets import get_preset
+from weightmanifold.experiments.sweep import run_sweep, select_runs
+
+TINY = {"dataset": "synthetic", "train_subset": None, "test_subset": None,
+        "validation": None, "patience": None, "patience_on": None, "validate_at": None,
+        "epochs": 1, "widths": [4, 8, 8], "hidden": 16, "batch_size": 32, "threads": 1,
+        "lr": 0.05}
+
+
+def files(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*")} if root.exists() else set()
+
+
+def write_run(root: Path, config, seed: int, *, status: str | None = "completed",
+              wall: float = 60.0, checkpoint: bool = False, **changes) -> None:
+    """The files a run of ``config`` at ``seed`` leaves (``status=None``: no summary yet)."""
+    mine = config.replace(seed=seed, name=f"{config.name}/seed_{seed}", **changes).to_dict()
+    run = root / config.name.split("/")[-1] / f"seed_{seed}"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps(mine))
+    if status is not None:
+        (run / "summary.json").write_text(json.dumps({
+            "status": status, "config": mine, "wall_time_s": wall,
+            "final": {"test_accuracy": 0.5} if status == "completed" else None}))
+    if checkpoint:
+        (run / "checkpoints").mkdir()
+        (run / "checkpoints" / "last.pt").write_bytes(b"")
+
+
+def test_plan_reads_each_seeds_state_and_estimates_from_finished_runs(tmp_path):
+    preset = get_preset("init")
+    runs = {r.config.name.split("/")[-1]: r.config
+            for r in select_runs(preset, xs=["0.25"])}
+    write_run(tmp_path, runs["plain-f0.25"], 0, wall=300.0)
+    write_run(tmp_path, runs["plain-f0.25"], 1, wall=240.0)
+    write_run(tmp_path, runs["plain-f0.25"], 2, status=None, checkpoint=True)  # started
+    write_run(tmp_path, runs["ellipse-eps0-f0.25"], 0, wall=420.0)
+    write_run(tmp_path, runs["ellipse-eps0-f0.25"], 1, status="diverged")
+    write_run(tmp_path, runs["ellipse-eps0-f0.25"], 2, status=None)  # no checkpoint yet
+    write_run(tmp_path, runs["plain-wide-f0.25"], 0, lr=0.02)  # another configuration
+    before = files(tmp_path)
+    rows = {r["name"]: r for r in sweep_plan(preset, tmp_path, xs=["0.25"])}
+    assert files(tmp_path) == before  # nothing written
+    assert set(rows) == set(runs)
+
+    def states(name):
+        return tuple(rows[name][s] for s in STATES)
+
+    assert states("plain-f0.25") == ([0, 1], [], [2], [], [])
+    assert rows["plain-f0.25"]["wall_s"] == 270.0
+    assert rows["plain-f0.25"]["estimate_s"] == 270.0  # the one to resume, in full
+    assert states("ellipse-eps0-f0.25") == ([0], [1], [], [2], [])
+    assert rows["ellipse-eps0-f0.25"]["estimate_s"] == 420.0
+    # another start of the same network costs what the finished one did
+    assert states("ellipse-eps0.3-f0.25") == ([], [], [], [0, 1, 2], [])
+    assert rows["ellipse-eps0.3-f0.25"]["estimate_s"] == 3 * 420.0
+    assert states("plain-wide-f0.25") == ([], [], [], [1, 2], [0])
+    assert "lr: saved 0.02, now None" in rows["plain-wide-f0.25"]["refused_because"][0]
+    assert rows["plain-wide-f0.25"]["estimate_s"] is None  # nothing like it has finished
+    text = format_plan(list(rows.values()))
+    assert "refused: plain-wide-f0.25/seed_0 is another configuration (lr: saved 0.02" in text
+    # plain: 1 to resume (270 s); ellipse ε = 0: 1 (420 s); ε = 0.03 ... 1 and independent
+    # draws, the same network: 5 × 3 × 420 s; plain-wide 2 and experts 3, with nothing to go by
+    assert rows["ellipse-independent-f0.25"]["estimate_s"] == 3 * 420.0
+    assert text.splitlines()[-1] == (
+        "22 run(s) to train or resume: about 116 min for the configurations with a finished "
+        "run to go by, 2 without one")
+
+
+def test_plan_of_a_tuned_preset_counts_the_chosen_values_later_runs_once(tmp_path):
+    preset = get_preset("preconditioning-tuned")
+    runs = {r.config.name.split("/")[-1]: r.config for r in select_runs(preset)}
+    write_run(tmp_path, runs["metric-lr0.01"], 0)
+    write_run(tmp_path, runs["metric-lr0.01"], 1)  # chosen, and run on a later seed
+    rows = sweep_plan(preset, tmp_path)
+    assert all(r["seeds"] == [0] and r["chosen_later"] == [1, 2] for r in rows)
+    mine = next(r for r in rows if r["name"] == "metric-lr0.01")
+    assert mine["finished"] == [0, 1] and mine["to train"] == []
+    assert sum(len(r["to train"]) for r in rows) == 7  # the rest of the grid on seed 0
+    # two methods, each with seeds 1 and 2 to run once chosen; seed 1 of one is done
+    assert format_plan(rows, tuned="lr").splitlines()[-1] == (
+        "then, per method, the lr chosen on validation on its other seeds: 3 more run(s)")
+
+
+def test_plan_says_what_the_sweep_then_does(tmp_path):
+    preset = get_preset("preconditioning-ablation")
+    plan = sweep_plan(preset, tmp_path, seeds=[0], overrides=TINY)
+    assert [r["to train"] for r in plan] == [[0], [0]]
+    assert format_plan(plan).splitlines()[-1] == (
+        "2 run(s) to train or resume: no finished run of these networks here to estimate the "
+        "time from")
+    run_sweep(preset, tmp_path, seeds=[0], overrides=TINY, log=lambda m: None,
+              progress=False, figures=False)
+    after = sweep_plan(preset, tmp_path, seeds=[0], overrides=TINY)
+    assert [r["finished"] for r in after] == [[0], [0]]
+    for r in after:
+        summary = json.loads((tmp_path / r["name"] / "seed_0" / "summary.json").read_text())
+        assert r["wall_s"] == summary["wall_time_s"] and r["estimate_s"] == 0.0
+    assert format_plan(after).splitlines()[-1].startswith("0 run(s) to train or resume")
+    # the same selection as the sweep: its errors too
+    with pytest.raises(ValueError, match="unknown label"):
+        sweep_plan(preset, tmp_path, labels=["nope"])
+
+
+def test_cli_plan_trains_and_writes_nothing(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "weightmanifold", "sweep", "init", "--plan",
+                          "--x", "0.1", "--only", "plain", "--runs-dir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[:2] == [
+        f"init at --scale cpu, under {tmp_path / 'init'}:",
+        "configuration  finished  diverged  resumes  to train  refused  min/run  min left"]
+    assert "plain-f0.1" in out.stdout and "3 run(s) to train or resume" in out.stdout
+    assert not any(tmp_path.iterdir())
