@@ -124,3 +124,9 @@ def test_cli_plan_trains_and_writes_nothing(tmp_path):
         "configuration  finished  diverged  resumes  to train  refused  min/run  min left"]
     assert "plain-f0.1" in out.stdout and "3 run(s) to train or resume" in out.stdout
     assert not any(tmp_path.iterdir())
+
+
+def test_grid_seeds_are_the_first_tune_seeds_of_a_tuned_preset() -> None:
+    from weightmanifold.experiments.presets import get_preset
+    assert get_preset("preconditioning-tuned").grid_seeds([3, 4, 5]) == [3]
+    assert get_preset("init").grid_seeds([3, 4, 5]) == [3, 4, 5]

@@ -105,8 +105,7 @@ def sweep_plan(preset: Preset, root: str | Path, *, scale: str = "cpu",
     runs = select_runs(preset, scale=scale, labels=labels, xs=xs, data_dir=data_dir,
                        overrides=overrides, init=init)
     seeds = list(seeds) if seeds is not None else preset.seeds(scale)
-    grid_seeds = seeds if preset.tune is None or preset.tune_seeds is None \
-        else seeds[:preset.tune_seeds]
+    grid_seeds = preset.grid_seeds(seeds)
     rows = []
     for run in runs:
         name = run.config.name.split("/")[-1]

@@ -230,6 +230,15 @@ class Preset:
     def seeds(self, scale: str = "cpu") -> list[int]:
         return list(_SCALE_SEEDS[scale])
 
+    def grid_seeds(self, seeds: Sequence[int]) -> list[int]:
+        """The seeds a tuned grid runs on: the first ``tune_seeds`` of ``seeds``.
+
+        The chosen values then run on every seed; an untuned preset runs all of them.
+        """
+        if self.tune is None or self.tune_seeds is None:
+            return list(seeds)
+        return list(seeds[:self.tune_seeds])
+
 
 def _rotation_sparsity(scale: str) -> list[tuple[str, str, Any, dict[str, Any]]]:
     # at cpu scale the two sparse fractions, where there are unseen angles to generalise to

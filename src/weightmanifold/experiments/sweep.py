@@ -375,8 +375,7 @@ def run_sweep(preset: Preset, root: str | Path, *, scale: str = "cpu",
                        overrides=overrides, init=init)
     seeds = list(seeds) if seeds is not None else preset.seeds(scale)
     # a grid tuned on its first seeds runs those first; the chosen values then run on all
-    grid_seeds = seeds if preset.tune is None or preset.tune_seeds is None \
-        else seeds[:preset.tune_seeds]
+    grid_seeds = preset.grid_seeds(seeds)
     cache: dict[tuple, RunData] = {}
 
     def run_all(i: int, run_seeds_: list[int]) -> dict[str, Any] | None:
