@@ -308,7 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
                       "width-matched twin: held-out loss per t-bucket, Frechet distance in a "
                       "cached classifier's features, class balance (needs the extras hf and "
                       "diffusion)"
-                    + ". Interrupted sweeps resume.",
+                    + ". Interrupted sweeps resume. The tables and figures cover every "
+                      "finished run of the preset (over its seeds and --seeds), also after a "
+                      "sweep of part of it (--only, --x, --seeds); a tuned preset tabulates "
+                      "the grid it ran.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("preset", choices=[*PRESETS, "diffusion"], metavar="PRESET",
                    help=f"one of: {', '.join(PRESETS)}, diffusion")

@@ -341,9 +341,16 @@ def run_sweep(preset: Preset, root: str | Path, *, scale: str = "cpu",
               figures: bool = True, train: bool = True) -> list[dict[str, Any]]:
     """Run every configuration of ``preset`` for every seed, then tabulate and plot.
 
+    The tables and figures are the preset's: every configuration (at this scale,
+    ``init`` and ``overrides``), not only the selected ones, over the seeds it
+    has finished among ``seeds`` and the preset's (configurations with none are
+    left out), and each paired difference over the seeds both of its runs
+    finished. A sweep run in parts (``labels``, ``xs``, ``seeds``) thus ends with
+    the tables of everything finished so far. A tuned preset is the exception:
+    it tabulates the selected grid, over ``seeds``.
+
     With ``train=False`` nothing is trained: every selected configuration is
-    tabulated over the seeds it has finished (those with none are left out), and
-    each paired difference over the seeds both of its runs finished — a sweep in
+    tabulated over the seeds it has finished among ``seeds`` — a sweep in
     progress, or one whose methods ran different seeds, in one table.
 
     Args:
@@ -389,6 +396,15 @@ def run_sweep(preset: Preset, root: str | Path, *, scale: str = "cpu",
         return run_seeds(c, run_seeds_, root / c.name.split("/")[-1], data=cache[key],
                          diverged_ok=preset.tune is not None, progress=progress, log=log)
 
+    if train and preset.tune is None:
+        for i in range(len(runs)):
+            run_all(i, seeds)
+        # the tables are the preset's, not the selection's: a sweep run in parts (--only,
+        # --x, --seeds) would otherwise leave tables of its last part only
+        runs = select_runs(preset, scale=scale, data_dir=data_dir, overrides=overrides,
+                           init=init)
+        seeds = sorted(set(seeds) | set(preset.seeds(scale)))
+        train = False
     if not train:
         if preset.tune is not None:
             raise ValueError(f"preset {preset.name!r} chooses its {preset.tune[0]} on the "
