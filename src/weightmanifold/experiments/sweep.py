@@ -396,19 +396,21 @@ def run_sweep(preset: Preset, root: str | Path, *, scale: str = "cpu",
         return run_seeds(c, run_seeds_, root / c.name.split("/")[-1], data=cache[key],
                          diverged_ok=preset.tune is not None, progress=progress, log=log)
 
-    if train and preset.tune is None:
-        for i in range(len(runs)):
-            run_all(i, seeds)
-        # the tables are the preset's, not the selection's: a sweep run in parts (--only,
-        # --x, --seeds) would otherwise leave tables of its last part only
-        runs = select_runs(preset, scale=scale, data_dir=data_dir, overrides=overrides,
-                           init=init)
-        seeds = sorted(set(seeds) | set(preset.seeds(scale)))
-        train = False
-    if not train:
-        if preset.tune is not None:
+    if preset.tune is not None:
+        if not train:
             raise ValueError(f"preset {preset.name!r} chooses its {preset.tune[0]} on the "
                              "seeds it tuned on: run it to tabulate it")
+        aggregates: list[dict[str, Any] | None] = [run_all(i, grid_seeds)
+                                                   for i in range(len(runs))]
+    else:
+        if train:
+            for i in range(len(runs)):
+                run_all(i, seeds)
+            # the tables are the preset's, not the selection's: a sweep run in parts
+            # (--only, --x, --seeds) would otherwise leave tables of its last part only
+            runs = select_runs(preset, scale=scale, data_dir=data_dir, overrides=overrides,
+                               init=init)
+            seeds = sorted(set(seeds) | set(preset.seeds(scale)))
         finished = [finished_seeds(root / r.config.name.split("/")[-1], seeds, r.config, log)
                     for r in runs]
         for r, done in zip(runs, finished, strict=True):
@@ -417,11 +419,8 @@ def run_sweep(preset: Preset, root: str | Path, *, scale: str = "cpu",
             raise ValueError(f"no finished run under {root} among the selection")
         keep = [i for i, done in enumerate(finished) if done]
         runs = [runs[i] for i in keep]
-        aggregates: list[dict[str, Any] | None] = [
-            aggregate_seeds(root / runs[j].config.name.split("/")[-1], finished[i])
-            for j, i in enumerate(keep)]
-    else:
-        aggregates = [run_all(i, grid_seeds) for i in range(len(runs))]
+        aggregates = [aggregate_seeds(root / runs[j].config.name.split("/")[-1], finished[i])
+                      for j, i in enumerate(keep)]
     chosen, tuning = list(range(len(runs))), None
     if preset.tune is not None:
         chosen, selection = select_tuned(runs, aggregates, preset.metric)
