@@ -274,7 +274,7 @@ def test_tabulate_trains_nothing_and_uses_the_seeds_each_run_finished(tmp_path, 
         for a, b in zip(finals["metric"][:2], finals["no-metric"])) / 2)
     with pytest.raises(ValueError, match="no finished run"):
         run_sweep(preset, tmp_path / "empty", seeds=[0], train=False, **quiet)
-    with pytest.raises(ValueError, match="run it to tabulate it"):
+    with pytest.raises(ValueError, match=r"grid have not finished under .*without --tabulate"):
         run_sweep(get_preset("preconditioning-tuned"), tmp_path / "tuned", train=False,
                   log=lambda m: None, overrides={k: v for k, v in TINY_OVERRIDES.items()
                                                  if k != "lr"})
@@ -421,10 +421,11 @@ def test_sweep_init_takes_names_and_finite_eps(text, value):
     assert _parse_init(text) == value
 
 
-def test_tuned_preset_chooses_each_arms_learning_rate_on_validation(tmp_path):
+def test_tuned_preset_chooses_each_arms_learning_rate_on_validation(tmp_path, monkeypatch):
     """preconditioning-tuned: every arm at every learning rate of its grid on the first
     seed; that seed's validation split alone chooses one rate per arm, which then runs on
     every seed, and the differences compare the chosen runs."""
+    import weightmanifold.experiments.sweep as sweep_module
     from weightmanifold.experiments.presets import ABLATION_LRS
 
     preset = get_preset("preconditioning-tuned")
@@ -467,12 +468,27 @@ def test_tuned_preset_chooses_each_arms_learning_rate_on_validation(tmp_path):
     assert saved["chosen_by"] == "val_unseen_accuracy" and saved["tuned_on_seeds"] == [0]
     assert sorted(saved["chosen"]) == sorted(chosen.values())
     assert "chosen by validation" in (tmp_path / "tables.md").read_text()
+    # --tabulate: the same choice and tables from the runs as recorded, nothing trained
+    tables = (tmp_path / "tables.md").read_text()
+    with monkeypatch.context() as m:
+        m.setattr(sweep_module, "run_seeds",
+                  lambda *a, **k: pytest.fail("--tabulate trained a run"))
+        again = run_sweep(preset, tmp_path, seeds=[0, 1], overrides={**tiny, "validation": 64},
+                          log=lambda m: None, progress=False, figures=False, train=False)
+    assert again == rows and (tmp_path / "tables.md").read_text() == tables
+    assert json.loads((tmp_path / "results.json").read_text())["tuning"] == saved
     # a chosen rate that diverges on a later seed stops the sweep with a clear error
     path = tmp_path / chosen["metric"] / "seed_1" / "summary.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "status": "diverged"}))
     with pytest.raises(RuntimeError, match="chosen on seeds \\[0\\] diverged on a later"):
         run_sweep(preset, tmp_path, seeds=[0, 1], overrides={**tiny, "validation": 64},
                   log=lambda m: None, progress=False, figures=False)
+    # a grid run missing on the seed it tunes on: no choice from part of the grid
+    unchosen = next(r["name"] for r in rows if not r["chosen"])
+    (tmp_path / unchosen / "seed_0" / "summary.json").unlink()
+    with pytest.raises(ValueError, match=f"{unchosen}: seeds \\[0\\] of .* not finished"):
+        run_sweep(preset, tmp_path, seeds=[0, 1], overrides={**tiny, "validation": 64},
+                  log=lambda m: None, progress=False, figures=False, train=False)
 
 
 def test_sweep_validated_at_the_seen_conditions_draws_the_seen_accuracy(tmp_path):

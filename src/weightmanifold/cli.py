@@ -347,7 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tabulate", action="store_true",
                    help="train nothing: tabulate and plot the finished runs of the selection, "
                         "each configuration over the seeds it finished and each paired "
-                        "difference over the seeds both runs finished (a sweep in progress)")
+                        "difference over the seeds both runs finished (a sweep in progress); "
+                        "a tuned preset chooses from its grid as recorded, which must have "
+                        "finished on the seeds it tunes on")
     p.add_argument("--plan", action="store_true",
                    help="train nothing, write nothing: list each configuration of the "
                         "selection with the seeds finished, diverged, to resume, to train "

@@ -120,6 +120,15 @@ def finished_seeds(run_dir: Path, seeds: Sequence[int], config: RunConfig | None
     return done
 
 
+def _status(run_dir: Path, seed: int) -> str | None:
+    """The recorded status of ``run_dir/seed_<seed>`` (``None``: no summary yet)."""
+    path = run_dir / f"seed_{seed}" / "summary.json"
+    if not path.exists():
+        return None
+    with open(path) as f:
+        return json.load(f).get("status")
+
+
 def _summaries(root: Path, seeds: Sequence[int]) -> list[dict[str, Any]]:
     out = []
     for seed in seeds:
@@ -351,7 +360,9 @@ def run_sweep(preset: Preset, root: str | Path, *, scale: str = "cpu",
 
     With ``train=False`` nothing is trained: every selected configuration is
     tabulated over the seeds it has finished among ``seeds`` — a sweep in
-    progress, or one whose methods ran different seeds, in one table.
+    progress, or one whose methods ran different seeds, in one table. A tuned
+    preset chooses from its grid as recorded, which must have finished on the
+    seeds it tunes on, and tabulates each chosen run over the seeds it finished.
 
     Args:
         preset: the experiment.
@@ -374,8 +385,9 @@ def run_sweep(preset: Preset, root: str | Path, *, scale: str = "cpu",
         The rows of ``results.csv``.
 
     Raises:
-        ValueError: for labels or values that match no configuration, for
-            ``train=False`` on a tuned preset, or when no selected run has finished.
+        ValueError: for labels or values that match no configuration, when no
+            selected run has finished, or with ``train=False`` on a tuned preset
+            whose grid has not finished on the seeds it tunes on.
     """
     root = Path(root)
     runs = select_runs(preset, scale=scale, labels=labels, xs=xs, data_dir=data_dir,
@@ -396,11 +408,26 @@ def run_sweep(preset: Preset, root: str | Path, *, scale: str = "cpu",
         return run_seeds(c, run_seeds_, root / c.name.split("/")[-1], data=cache[key],
                          diverged_ok=preset.tune is not None, progress=progress, log=log)
 
+    def recorded(i: int, run_seeds_: list[int]) -> dict[str, Any] | None:
+        # a tuned preset tabulated: its runs as recorded (None: one diverged, as run_all)
+        c = runs[i].config
+        run_dir = root / c.name.split("/")[-1]
+        if any(_status(run_dir, k) == "diverged" for k in run_seeds_):
+            return None
+        done = finished_seeds(run_dir, run_seeds_, c, log)
+        if not done or (run_seeds_ == grid_seeds and done != run_seeds_):
+            missing = [k for k in run_seeds_ if k not in done]
+            raise ValueError(f"{c.name}: seeds {missing} of {preset.name!r}'s "
+                             f"{preset.tune[0]} grid have not finished under {root}: "
+                             "run the sweep (without --tabulate) to finish them")
+        log(f"{c.name}: seeds {done} finished")
+        return aggregate_seeds(run_dir, done)
+
     if preset.tune is not None:
-        if not train:
-            raise ValueError(f"preset {preset.name!r} chooses its {preset.tune[0]} on the "
-                             "seeds it tuned on: run it to tabulate it")
-        aggregates: list[dict[str, Any] | None] = [run_all(i, grid_seeds)
+        # the choice compares the grid over the same seeds, all finished; the chosen
+        # runs are then tabulated over the seeds they finished (with train, all of them)
+        evaluate = run_all if train else recorded
+        aggregates: list[dict[str, Any] | None] = [evaluate(i, grid_seeds)
                                                    for i in range(len(runs))]
     else:
         if train:
@@ -433,7 +460,7 @@ def run_sweep(preset: Preset, root: str | Path, *, scale: str = "cpu",
         log(f"chosen by {selection} on seeds {grid_seeds}: {', '.join(tuning['chosen'])}")
         if grid_seeds != seeds:
             for i in chosen:
-                aggregates[i] = run_all(i, seeds)
+                aggregates[i] = evaluate(i, seeds)
                 if aggregates[i] is None:
                     raise RuntimeError(
                         f"{runs[i].config.name}: the {key} chosen on seeds {grid_seeds} "
