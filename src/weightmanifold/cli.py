@@ -257,6 +257,19 @@ def _cmd_archive(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    import json
+
+    from .experiments.compare import compare_runs, format_comparison
+
+    rows = compare_runs(args.a, args.b, args.metric)
+    if args.json:
+        print(json.dumps({"a": args.a, "b": args.b, "rows": rows}, indent=1))
+    else:
+        print(format_comparison(rows, args.a, args.b))
+    return 0
+
+
 def _add_run_options(p: argparse.ArgumentParser, runs_dir_help: str) -> None:
     """Options shared by the commands that train."""
     p.add_argument("--runs-dir", type=str, default="runs", help=runs_dir_help)
@@ -400,6 +413,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-bytes", type=int, default=1 << 20,
                    help="leave out (and name) files larger than this")
     p.set_defaults(func=_cmd_archive)
+
+    p = sub.add_parser(
+        "compare", help="one run minus another, paired by seed, with 95 %% intervals",
+        description="A minus B for every seed both finished, the mean and a 95 %% Student-t "
+                    "interval, per metric of the runs' summary.json (accuracies in "
+                    "percentage points). A and B are runs of several seeds (seed_<k>/ "
+                    "under them, e.g. runs/init/ellipse-eps0-f0.25) or single runs, "
+                    "finished or archived; runs that see different data at a seed "
+                    "(dataset, subsets, validation split, batch size, task) are refused.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("a", help="the run to subtract from, e.g. runs/rotation-sparsity/ellipse-f0.1")
+    p.add_argument("b", help="the run subtracted, e.g. runs/rotation-sparsity/plain-f0.1")
+    p.add_argument("--metric", nargs="+", default=None,
+                   help="metrics of the summaries' final entry, e.g. unseen_accuracy "
+                        "seen_accuracy (default: every number measured on every seed)")
+    p.add_argument("--json", action="store_true",
+                   help="print the rows as JSON instead of a table")
+    p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser(
         "demo", help="rotated Fashion-MNIST with sparse angles: ellipse vs baselines",
