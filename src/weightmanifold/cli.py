@@ -416,15 +416,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "compare", help="one run minus another, paired by seed, with 95 %% intervals",
-        description="A minus B for every seed both finished, the mean and a 95 %% Student-t "
+        description="A minus B for every seed both finished, the mean and a 95 % Student-t "
                     "interval, per metric of the runs' summary.json (accuracies in "
                     "percentage points). A and B are runs of several seeds (seed_<k>/ "
                     "under them, e.g. runs/init/ellipse-eps0-f0.25) or single runs, "
                     "finished or archived; runs that see different data at a seed "
-                    "(dataset, subsets, validation split, batch size, task) are refused.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("a", help="the run to subtract from, e.g. runs/rotation-sparsity/ellipse-f0.1")
-    p.add_argument("b", help="the run subtracted, e.g. runs/rotation-sparsity/plain-f0.1")
+                    "(dataset, subsets, validation split, batch size, task) are refused.")
+    p.add_argument("a", metavar="A",
+                   help="the run to subtract from, e.g. runs/rotation-sparsity/ellipse-f0.1")
+    p.add_argument("b", metavar="B",
+                   help="the run subtracted, e.g. runs/rotation-sparsity/plain-f0.1")
     p.add_argument("--metric", nargs="+", default=None,
                    help="metrics of the summaries' final entry, e.g. unseen_accuracy "
                         "seen_accuracy (default: every number measured on every seed)")
