@@ -80,6 +80,24 @@ def test_every_non_zero_coefficient_lies_in_its_window_and_spans(n, p, periodic,
     assert (a[w.order].abs() * ~held).max() == 0
 
 
+@pytest.mark.parametrize("coefficients, width", [
+    # a degree-4 periodic spline just past a knot (float32): its fifth non-zero (2e-10)
+    # adds nothing to a window's float32 mass, so by mass alone the window one to the
+    # left, which holds an exact zero instead, ties with the right one and wins
+    (wm.BSpline(9, degree=4, periodic=True).coefficients(torch.tensor([0.11204105615615845])), 5),
+    (torch.tensor([[0.0, 1.0, 1e-9, 0.0, 0.0, 0.0]], dtype=torch.float32), 2),
+    (torch.tensor([[0.0, 0.0, 0.0, 1e-30, 1.0, 0.0]], dtype=torch.float64), 2),
+    # wrapping around the circle
+    (torch.tensor([[1e-12, 0.0, 0.0, 0.0, 0.5, 0.5]]), 3),
+])
+def test_the_window_holds_every_non_zero_however_small(coefficients, width):
+    w = Windows.of(coefficients, width, periodic=True)
+    outside = coefficients.clone()
+    outside[0, w.index[0]] = 0
+    assert outside.abs().max() == 0
+    assert torch.equal(w.local, coefficients.gather(1, w.index))
+
+
 def test_no_window_where_the_support_is_global():
     assert wm.BSpline(4, degree=3).window is None  # p + 1 = n: Bernstein
     assert wm.Ellipse().window is None and wm.Line().window is None

@@ -139,8 +139,10 @@ class Windows:
     :func:`condition` (it reads the distinct windows back to the host); inside a
     traced region it is not built and the basis path on all ``n`` runs instead.
 
-    The window of each example is the one holding the largest coefficient mass,
-    :math:`\arg\\max_j \\sum_{o < w} |a_{j+o}|`, which contains every non-zero
+    The window of each example is, among those holding the most non-zero
+    coefficients (counted exactly, so one too small to change a floating-point sum
+    still counts), the one holding the largest coefficient mass,
+    :math:`\arg\\max_j \\sum_{o < w} |a_{j+o}|`. It contains every non-zero
     coefficient (no rounding of ``s`` against the knots involved).
 
     Attributes:
@@ -184,7 +186,12 @@ class Windows:
             mass = torch.cat([mass, mass[:, :width - 1]], dim=1)
         csum = torch.nn.functional.pad(mass.cumsum(1), (1, 0))
         sums = csum[:, width:] - csum[:, :-width]  # [B, number of windows]
-        start = sums.argmax(1)
+        # the windows holding the most non-zeros (an exact count: a coefficient too small
+        # to change a window's floating-point mass still counts), the heaviest of them
+        held = torch.nn.functional.pad((mass > 0).int().cumsum(1), (1, 0))
+        count = held[:, width:] - held[:, :-width]
+        most = count == count.amax(1, keepdim=True)
+        start = sums.masked_fill(~most, -1.0).argmax(1)
         starts, inverse = torch.unique(start, return_inverse=True)
         order = torch.argsort(inverse, stable=True)
         counts = torch.bincount(inverse, minlength=len(starts)).tolist()
