@@ -184,12 +184,15 @@ class Windows:
         mass = coefficients.detach().abs()
         if periodic:
             mass = torch.cat([mass, mass[:, :width - 1]], dim=1)
-        csum = torch.nn.functional.pad(mass.cumsum(1), (1, 0))
-        sums = csum[:, width:] - csum[:, :-width]  # [B, number of windows]
+
+        def per_window(x: Tensor) -> Tensor:  # [B, number of windows]: sums over each
+            c = torch.nn.functional.pad(x.cumsum(1), (1, 0))
+            return c[:, width:] - c[:, :-width]
+
+        sums = per_window(mass)
         # the windows holding the most non-zeros (an exact count: a coefficient too small
         # to change a window's floating-point mass still counts), the heaviest of them
-        held = torch.nn.functional.pad((mass > 0).int().cumsum(1), (1, 0))
-        count = held[:, width:] - held[:, :-width]
+        count = per_window((mass > 0).int())
         most = count == count.amax(1, keepdim=True)
         start = sums.masked_fill(~most, -1.0).argmax(1)
         starts, inverse = torch.unique(start, return_inverse=True)
