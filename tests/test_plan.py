@@ -131,3 +131,13 @@ def test_grid_seeds_are_the_first_tune_seeds_of_a_tuned_preset() -> None:
     from weightmanifold.experiments.presets import get_preset
     assert get_preset("preconditioning-tuned").grid_seeds([3, 4, 5]) == [3]
     assert get_preset("init").grid_seeds([3, 4, 5]) == [3, 4, 5]
+
+
+def test_a_plan_folder_name_given_as_a_label_says_which_label_and_x_it_is() -> None:
+    preset = get_preset("rotation-sparsity")
+    with pytest.raises(ValueError, match=r"'ellipse-r4-f0.1' is the folder of --only "
+                                         r"ellipse-r4 --x 0.1"):
+        select_runs(preset, labels=["ellipse-r4-f0.1"])
+    # a plain typo gets the list of labels and no hint
+    with pytest.raises(ValueError, match=r"valid: [^(]*$"):
+        select_runs(preset, labels=["ellipse-r5"])

@@ -321,8 +321,14 @@ def select_runs(preset: Preset, *, scale: str = "cpu", labels: Sequence[str] | N
     if labels:
         unknown = sorted(set(labels) - {r.label for r in runs})
         if unknown:
+            # a run's folder name (what --plan and the sweep log print) is not a label
+            folders = {r.config.name.rsplit("/", 1)[-1]: r for r in runs}
+            hints = [f"{name!r} is the folder of --only {folders[name].label} --x "
+                     f"{folders[name].x}" for name in unknown
+                     if name in folders and folders[name].x is not None]
             raise ValueError(f"unknown label(s) {unknown} for preset {preset.name!r}; valid: "
-                             f"{', '.join(sorted({r.label for r in runs}))}")
+                             f"{', '.join(sorted({r.label for r in runs}))}"
+                             + (f" ({'; '.join(hints)})" if hints else ""))
         runs = [r for r in runs if r.label in labels]
     if xs:
         valid = sorted({str(r.x) for r in runs})
