@@ -108,7 +108,7 @@ def sweep_plan(preset: Preset, root: str | Path, *, scale: str = "cpu",
     grid_seeds = preset.grid_seeds(seeds)
     rows = []
     for run in runs:
-        name = run.config.name.split("/")[-1]
+        name = run.folder
         row: dict[str, Any] = {"name": name, "label": run.label, "x": run.x,
                                "seeds": grid_seeds, **{state: [] for state in STATES},
                                "chosen_later": [s for s in seeds if s not in grid_seeds],

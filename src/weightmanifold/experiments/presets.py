@@ -159,6 +159,11 @@ class PresetRun:
     #: the value of the preset's tuned key (:attr:`Preset.tune`) in this run, if any
     tuned: Any = None
 
+    @property
+    def folder(self) -> str:
+        """The run's folder under the sweep's root (what ``--plan`` and the sweep log print)."""
+        return self.config.name.split("/")[-1]
+
 
 @dataclass(frozen=True)
 class Preset:

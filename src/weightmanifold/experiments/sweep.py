@@ -146,7 +146,7 @@ def sweep_rows(runs: Sequence[PresetRun], aggregates: Sequence[dict[str, Any]],
     """
     rows = []
     for run, agg in zip(runs, aggregates, strict=True):
-        name = run.config.name.split("/")[-1]
+        name = run.folder
         row: dict[str, Any] = {"label": run.label, "x": run.x, "name": name,
                                "n": len(agg["seeds"]),
                                "seeds": " ".join(str(k) for k in agg["seeds"])}
@@ -195,11 +195,11 @@ def paired_differences(runs: Sequence[PresetRun], root: Path, seeds: Sequence[in
     for labels in groups:
         if reference not in labels:
             continue
-        ref_dir = root / labels[reference].config.name.split("/")[-1]
+        ref_dir = root / labels[reference].folder
         for label, run in labels.items():
             if label == reference:
                 continue
-            other_dir = root / run.config.name.split("/")[-1]
+            other_dir = root / run.folder
             # the seeds both finished (all of them, unless tabulating a sweep in progress)
             common = [k for k in finished_seeds(ref_dir, seeds, labels[reference].config)
                       if k in finished_seeds(other_dir, seeds, run.config)]
@@ -321,8 +321,8 @@ def select_runs(preset: Preset, *, scale: str = "cpu", labels: Sequence[str] | N
     if labels:
         unknown = sorted(set(labels) - {r.label for r in runs})
         if unknown:
-            # a run's folder name (what --plan and the sweep log print) is not a label
-            folders = {r.config.name.rsplit("/", 1)[-1]: r for r in runs}
+            # a run's folder name is not a label
+            folders = {r.folder: r for r in runs}
             hints = [f"{name!r} is the folder of --only {folders[name].label} --x "
                      f"{folders[name].x}" for name in unknown
                      if name in folders and folders[name].x is not None]
@@ -444,7 +444,7 @@ def run_sweep(preset: Preset, root: str | Path, *, scale: str = "cpu",
             runs = select_runs(preset, scale=scale, data_dir=data_dir, overrides=overrides,
                                init=init)
             seeds = sorted(set(seeds) | set(preset.seeds(scale)))
-        finished = [finished_seeds(root / r.config.name.split("/")[-1], seeds, r.config, log)
+        finished = [finished_seeds(root / r.folder, seeds, r.config, log)
                     for r in runs]
         for r, done in zip(runs, finished, strict=True):
             log(f"{r.config.name}: seeds {done or 'none'} finished")
@@ -452,7 +452,7 @@ def run_sweep(preset: Preset, root: str | Path, *, scale: str = "cpu",
             raise ValueError(f"no finished run under {root} among the selection")
         keep = [i for i, done in enumerate(finished) if done]
         runs = [runs[i] for i in keep]
-        aggregates = [aggregate_seeds(root / runs[j].config.name.split("/")[-1], finished[i])
+        aggregates = [aggregate_seeds(root / runs[j].folder, finished[i])
                       for j, i in enumerate(keep)]
     chosen, tuning = list(range(len(runs))), None
     if preset.tune is not None:
@@ -460,8 +460,8 @@ def run_sweep(preset: Preset, root: str | Path, *, scale: str = "cpu",
         key = preset.tune[0]
         tuning = {"key": key, "grid": list(preset.tune[1]), "chosen_by": selection,
                   "tuned_on_seeds": grid_seeds,
-                  "chosen": [runs[i].config.name.split("/")[-1] for i in chosen],
-                  "diverged": [r.config.name.split("/")[-1]
+                  "chosen": [runs[i].folder for i in chosen],
+                  "diverged": [r.folder
                                for r, a in zip(runs, aggregates, strict=True) if a is None]}
         log(f"chosen by {selection} on seeds {grid_seeds}: {', '.join(tuning['chosen'])}")
         if grid_seeds != seeds:
@@ -545,7 +545,7 @@ def _figures(preset: Preset, runs: Sequence[PresetRun], aggregates: Sequence[dic
     # training curves (mean ± std over seeds) of every configuration
     curves = {}
     for run, agg in zip(runs, aggregates):
-        name = run.config.name.split("/")[-1]
+        name = run.folder
         curves[name] = [_read_csv(root / name / f"seed_{s}" / "metrics.csv")
                         for s in agg["seeds"]]
     # with a validation split the test set is read once: the curves are validation curves
