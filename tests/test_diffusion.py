@@ -308,6 +308,21 @@ def test_archived_run_is_not_retrained(tmp_path):
     assert not (tmp_path / "runs" / "line" / "checkpoint.pt").exists()
 
 
+def test_a_finished_run_of_another_configuration_is_never_trained_over(tmp_path):
+    """Without a checkpoint (an archived run) a finished run of another configuration used
+    to be overwritten by the new one; the rotation trainer refuses it, and so does this."""
+    config = tiny("manifold", manifold="line", steps=3)
+    run = tmp_path / "line"
+    train_denoiser(config, run, images(), images("test"), progress=False, log=lambda _: None)
+    (run / "checkpoint.pt").unlink()  # as archived
+    before = (run / "summary.json").read_bytes()
+    with pytest.raises(CheckpointError, match=r"another configuration \(lr: saved 0.001, "
+                                              r"now 0.5\).*no checkpoint"):
+        train_denoiser(config.replace(lr=0.5), run, images(), images("test"), progress=False,
+                       log=lambda _: None)
+    assert (run / "summary.json").read_bytes() == before and not (run / "checkpoint.pt").exists()
+
+
 def test_sweep_runs_end_to_end_and_resumes(tmp_path):
     from weightmanifold.experiments.diffusion_sweep import run_diffusion_sweep
 

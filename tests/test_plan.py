@@ -141,3 +141,75 @@ def test_a_plan_folder_name_given_as_a_label_says_which_label_and_x_it_is() -> N
     # a plain typo gets the list of labels and no hint
     with pytest.raises(ValueError, match=r"valid: [^(]*$"):
         select_runs(preset, labels=["ellipse-r5"])
+
+
+# -- the diffusion preset: the same plan, from its own run layout -----------------------------
+def write_diffusion_run(root: Path, label: str, seed: int, *, status: str | None = "completed",
+                        wall: float = 90.0, checkpoint: bool = False, **changes) -> None:
+    """The files a diffusion run leaves: ``<label>/seed_<k>/`` with ``checkpoint.pt``."""
+    from weightmanifold.experiments.diffusion_sweep import methods
+
+    mine = methods("cpu")[label].replace(seed=seed, **changes).to_dict()
+    run = root / label / f"seed_{seed}"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps(mine))
+    if status is not None:
+        (run / "summary.json").write_text(json.dumps({
+            "status": status, "config": mine, "wall_time_s": wall, "final": {"loss": 0.04}}))
+    if checkpoint:
+        (run / "checkpoint.pt").write_bytes(b"")
+
+
+def test_diffusion_plan_reads_each_seeds_state_and_counts_the_chosen_manifolds_seeds(tmp_path):
+    from weightmanifold.experiments.diffusion_sweep import CANDIDATES, REFERENCE, methods
+    from weightmanifold.experiments.plan import diffusion_plan
+
+    write_diffusion_run(tmp_path, "embedding", 0, wall=60.0)
+    write_diffusion_run(tmp_path, "embedding", 1, status=None, checkpoint=True)
+    write_diffusion_run(tmp_path, "line", 0, wall=120.0, threads=1)  # placement: still it
+    write_diffusion_run(tmp_path, "quadratic", 0, lr=0.5)  # another configuration
+    rows = {r["name"]: r for r in diffusion_plan(tmp_path)}
+    assert list(rows) == list(methods("cpu"))
+    emb = rows[REFERENCE]
+    assert (emb["finished"], emb["resumes"], emb["to train"]) == ([0], [1], [2])
+    assert emb["seeds"] == [0, 1, 2] and emb["chosen_later"] == []
+    assert emb["estimate_s"] == 120.0  # two seeds left at its own 60 s
+    assert rows["embedding-wide"]["to train"] == [0, 1, 2]
+    line = rows["line"]
+    assert (line["finished"], line["to train"], line["chosen_later"]) == ([0], [], [1, 2])
+    assert line["estimate_s"] == 0.0
+    assert rows["quadratic"]["refused"] == [0]
+    assert "lr: saved 0.5" in rows["quadratic"]["refused_because"][0]
+    assert rows["both"]["seeds"] == [0] and rows["both"]["chosen_later"] == []
+    assert all(rows[k]["chosen_later"] == [1, 2] for k in CANDIDATES)
+    text = format_plan(list(rows.values()), tuned="manifold")
+    assert "refused: quadratic/seed_0 is another configuration (lr: saved 0.5" in text
+    assert text.splitlines()[-1] == ("then, per method, the manifold chosen on validation on "
+                                     "its other seeds: 2 more run(s)")
+    # once the chosen manifold has run its other seeds, none are left to count
+    write_diffusion_run(tmp_path, "line", 1)
+    write_diffusion_run(tmp_path, "line", 2)
+    again = format_plan(diffusion_plan(tmp_path), tuned="manifold")
+    assert "more run(s)" not in again
+    with pytest.raises(ValueError, match="unknown label"):
+        diffusion_plan(tmp_path, labels=["adaln"])
+
+
+def test_cli_diffusion_plan_trains_and_writes_nothing(tmp_path):
+    """It used to start the sweep: the data set, the classifier, every denoiser."""
+    from weightmanifold.cli import main
+
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    out = subprocess.run([sys.executable, "-m", "weightmanifold", "sweep", "diffusion", "--plan",
+                          "--runs-dir", str(tmp_path / "runs"), "--data-dir", str(empty)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[:2] == [
+        f"diffusion at --scale cpu, under {tmp_path / 'runs' / 'diffusion'}:",
+        "configuration   finished  diverged  resumes  to train  refused  min/run  min left"]
+    assert "bspline4-r8" in out.stdout and "13 run(s) to train or resume" in out.stdout
+    assert out.stdout.splitlines()[-1] == ("then, per method, the manifold chosen on validation "
+                                           "on its other seeds: 2 more run(s)")
+    assert not (tmp_path / "runs").exists()
+    assert main(["sweep", "diffusion", "--plan", "--x", "0.1"]) == 2  # still checked first

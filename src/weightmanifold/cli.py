@@ -184,12 +184,22 @@ def _sweep_diffusion(args: argparse.Namespace) -> int:
             print(f"error: {flag} does not apply to the diffusion preset (it trains for a "
                   "number of steps; use --only to pick methods)", file=sys.stderr)
             return 2
+    root = Path(args.runs_dir) / "diffusion"
+    if args.plan:
+        from .experiments.plan import diffusion_plan, format_plan
+
+        placement = {k: v for k, v in (("data_dir", args.data_dir), ("threads", args.threads))
+                     if v is not None}
+        plan = diffusion_plan(root, scale=args.scale, seeds=args.seeds, labels=args.only,
+                              overrides=placement)
+        print(f"diffusion at --scale {args.scale}, under {root}:")
+        print(format_plan(plan, tuned="manifold"))
+        return 0
     if args.tabulate:
         print("error: --tabulate does not apply to the diffusion preset (its sweep already "
               "tabulates only the seeds each method ran)", file=sys.stderr)
         return 2
     _tune_malloc(args)
-    root = Path(args.runs_dir) / "diffusion"
     rows = run_diffusion_sweep(root, scale=args.scale, seeds=args.seeds, labels=args.only,
                                data_dir=args.data_dir, threads=args.threads,
                                progress=args.progress)

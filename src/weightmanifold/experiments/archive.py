@@ -29,8 +29,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ARCHIVE_MAX_BYTES", "PLACEMENT_KEYS", "archive_sweep", "finished_summary",
-           "inert_keys", "same_run"]
+from .checkpoint import CheckpointError
+
+__all__ = ["ARCHIVE_MAX_BYTES", "PLACEMENT_KEYS", "archive_sweep", "configuration_mismatch",
+           "finished_summary", "inert_keys", "refuse_training_over", "same_run"]
 
 #: configuration keys that say where, with how many threads and how often checkpointed a
 #: run ran, not what it computed: two runs that differ only in them are the same run
@@ -99,6 +101,58 @@ def finished_summary(run_dir: str | Path, config: Mapping[str, Any],
     if done.get("status") not in statuses or not isinstance(done.get("config"), dict):
         return None
     return done if same_run(done["config"], config) else None
+
+
+def configuration_mismatch(saved: dict[str, Any], mine: dict[str, Any], *,
+                           ignore: frozenset[str] = frozenset(), hint: bool = True) -> str:
+    """The keys in which two run configurations differ, as ``key: saved …, now …``.
+
+    Keys in ``ignore`` and keys the runs cannot feel
+    (:func:`~weightmanifold.experiments.archive.inert_keys`) do not count. When
+    ``init`` differs from the old default and ``hint`` is set, the message names the
+    sweep flag that continues such runs. Empty when the configurations agree.
+    """
+    ignore = ignore | inert_keys(saved) | inert_keys(mine)
+    diff = [k for k in mine if k not in ignore and saved.get(k) != mine[k]]
+    diff += [k for k in saved if k not in mine and k not in ignore]
+    details = "; ".join(f"{k}: saved {saved.get(k)!r}, now {mine.get(k)!r}" for k in diff)
+    if hint and "init" in diff and saved.get("init") == "independent":
+        details += (" -- runs made before the experiments' default init became 'constant' "
+                    "(chosen by the init study, docs/results.md) keep theirs: continue them "
+                    "with `weightmanifold sweep ... --init independent` or `--init "
+                    "independent` on `weightmanifold train`")
+    return details
+
+
+def refuse_training_over(out: Path, mine: dict[str, Any], checkpoint: Path) -> None:
+    """Refuse to train into ``out`` when it holds a finished run of another configuration.
+
+    A finished (``completed`` or ``diverged``) ``summary.json`` of a configuration
+    other than ``mine`` (up to :data:`PLACEMENT_KEYS`; the name counts, as in
+    :func:`finished_summary`), with no ``checkpoint`` to continue from, is an archived
+    result: training there would overwrite it.
+
+    Raises:
+        weightmanifold.experiments.checkpoint.CheckpointError: for such a run, or for
+            an unreadable ``summary.json`` beside no checkpoint.
+    """
+    if checkpoint.exists() or not (out / "summary.json").exists():
+        return
+    try:
+        with open(out / "summary.json") as f:
+            saved = json.load(f)
+    except (OSError, ValueError) as err:
+        raise CheckpointError(
+            f"{out}/summary.json cannot be read ({err}) and there is no checkpoint: "
+            "the directory may hold a finished run; move it away to train here") from err
+    if isinstance(saved, dict) and saved.get("status") in ("completed", "diverged") \
+            and isinstance(saved.get("config"), dict):
+        mismatch = configuration_mismatch(saved["config"], mine, ignore=PLACEMENT_KEYS)
+        if mismatch:
+            raise CheckpointError(
+                f"{out} holds a finished run of another configuration ({mismatch}) "
+                "and no checkpoint to continue it from; run it with its own "
+                "configuration, or train into another directory")
 
 
 def _unfinished_runs(source: Path) -> list[Path]:

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 import weightmanifold as wm
 from weightmanifold.layers.conditioning import manifolds_of
 
-from .archive import finished_summary, same_run
+from .archive import finished_summary, refuse_training_over, same_run
 from .checkpoint import (
     CheckpointError,
     atomic_write_csv,
@@ -455,7 +455,8 @@ def train_denoiser(config: DiffusionConfig, out_dir: str | Path, train_images: T
 
     Raises:
         weightmanifold.experiments.checkpoint.CheckpointError: for a checkpoint of
-            another configuration.
+            another configuration, or a finished run of another configuration with
+            no checkpoint (an archived result: never trained over).
     """
     from .runtime import progress_bar
 
@@ -463,6 +464,7 @@ def train_denoiser(config: DiffusionConfig, out_dir: str | Path, train_images: T
     done = finished_summary(out, config.to_dict())
     if done is not None:
         return done
+    refuse_training_over(out, config.to_dict(), out / "checkpoint.pt")
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     n_val = config.validation

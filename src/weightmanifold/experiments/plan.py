@@ -20,6 +20,10 @@ seeds of its configuration, or else of the same method elsewhere in the sweep, o
 else of the same network (another start, learning rate or x) elsewhere in it. A
 preset that tunes a key runs its grid on its first seeds and then the chosen value
 on the others: those later runs are counted once per method (``chosen later``).
+
+:func:`diffusion_plan` reads the ``diffusion`` preset's runs the same way: every
+method runs its first seed, and the manifold chosen by that seed's validation loss
+runs the others, counted once for all the manifolds.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from .presets import Preset
 from .sweep import select_runs
 from .trainer import configuration_mismatch
 
-__all__ = ["STATES", "format_plan", "sweep_plan"]
+__all__ = ["STATES", "diffusion_plan", "format_plan", "sweep_plan"]
 
 #: the states of a seed's run, in the order the plan lists them
 STATES = ("finished", "diverged", "resumes", "to train", "refused")
@@ -50,8 +54,10 @@ def _read(path: Path) -> dict[str, Any] | None:
     return out if isinstance(out, dict) else None
 
 
-def _state(run_dir: Path, mine: dict[str, Any]) -> tuple[str, float | None, str | None]:
-    """``(state, wall seconds of a finished run, the keys that differ if refused)``."""
+def _state(run_dir: Path, mine: dict[str, Any], checkpoint: str = "checkpoints/last.pt"
+           ) -> tuple[str, float | None, str | None]:
+    """``(state, wall seconds of a finished run, the keys that differ if refused)``;
+    ``checkpoint``: where in ``run_dir`` an unfinished run keeps its checkpoint."""
     summary = _read(run_dir / "summary.json")
     saved = (summary or {}).get("config") or _read(run_dir / "config.json")
     if saved is None:
@@ -65,7 +71,7 @@ def _state(run_dir: Path, mine: dict[str, Any]) -> tuple[str, float | None, str 
         return "finished", float(wall) if isinstance(wall, (int, float)) else None, None
     if status == "diverged":
         return "diverged", None, None
-    if (run_dir / "checkpoints" / "last.pt").exists():
+    if (run_dir / checkpoint).exists():
         return "resumes", None, None
     return "to train", None, None
 
@@ -142,13 +148,72 @@ def sweep_plan(preset: Preset, root: str | Path, *, scale: str = "cpu",
     return rows
 
 
+def diffusion_plan(root: str | Path, *, scale: str = "cpu",
+                   seeds: Sequence[int] | None = None, labels: Sequence[str] | None = None,
+                   overrides: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The state of every run the ``diffusion`` preset would make, as :func:`sweep_plan`.
+
+    The embedding and its width-matched twin run every seed; every other method
+    runs the first, and the manifold-only method with the lowest validation loss
+    there runs the others (``chosen_later``; rows of ``group`` ``"manifold"``, so
+    :func:`format_plan` with ``tuned="manifold"`` counts those runs once). The time
+    left comes from each method's own finished seeds only: the methods differ in cost.
+
+    Args:
+        root: the sweep directory (``runs/diffusion``).
+        scale, seeds, labels: as
+            :func:`~weightmanifold.experiments.diffusion_sweep.run_diffusion_sweep`.
+        overrides: configuration keys applied to every run (``data_dir``, ``threads``).
+
+    Raises:
+        ValueError: for unknown labels or scale.
+    """
+    from .diffusion_sweep import _SEEDS, CANDIDATES, REFERENCE, methods
+
+    root = Path(root)
+    configs = methods(scale)
+    if labels:
+        unknown = sorted(set(labels) - set(configs))
+        if unknown:
+            raise ValueError(f"unknown label(s) {unknown} for preset 'diffusion'; valid: "
+                             f"{', '.join(configs)}")
+        configs = {k: v for k, v in configs.items() if k in labels}
+    seeds = list(seeds) if seeds is not None else list(_SEEDS[scale])
+    rows = []
+    for label, config in configs.items():
+        runs_all = label in (REFERENCE, "embedding-wide")
+        row: dict[str, Any] = {
+            "name": label, "label": label, "x": None,
+            "seeds": seeds if runs_all else seeds[:1], **{state: [] for state in STATES},
+            "chosen_later": seeds[1:] if label in CANDIDATES else [],
+            "refused_because": {}}
+        if label in CANDIDATES:
+            row["group"] = "manifold"
+        walls = []
+        for seed in seeds:
+            mine = config.replace(seed=seed, **(overrides or {})).to_dict()
+            state, wall, why = _state(root / label / f"seed_{seed}", mine, "checkpoint.pt")
+            if seed not in row["seeds"] and state in ("to train", "resumes"):
+                continue  # runs only if this method is chosen (or never, for the rest)
+            row[state].append(seed)
+            if why is not None:
+                row["refused_because"][seed] = why
+            if wall is not None:
+                walls.append(wall)
+        row["wall_s"] = statistics.fmean(walls) if walls else None
+        left = len(row["to train"]) + len(row["resumes"])
+        row["estimate_s"] = None if row["wall_s"] is None else row["wall_s"] * left
+        rows.append(row)
+    return rows
+
+
 def format_plan(rows: Sequence[dict[str, Any]], *, tuned: str | None = None) -> str:
     """The plan as a text table with a closing line of totals (what ``--plan`` prints).
 
     Args:
         rows: from :func:`sweep_plan`.
         tuned: the key a tuned preset tunes (its later seeds are then counted once
-            per method).
+            per method, or per ``group`` where a row names one).
     """
     def seeds(values: Sequence[int]) -> str:
         return ",".join(map(str, values)) or "-"
@@ -178,10 +243,10 @@ def format_plan(rows: Sequence[dict[str, Any]], *, tuned: str | None = None) -> 
     lines.append(f"{todo} run(s) to train or resume: {total}")
     if tuned is not None:
         # per method, its later seeds not yet run by any value of the grid
-        later: dict[tuple[str, Any], set[int]] = {}
-        done: dict[tuple[str, Any], set[int]] = {}
+        later: dict[Any, set[int]] = {}
+        done: dict[Any, set[int]] = {}
         for r in rows:
-            key = (r["label"], r["x"])
+            key = r.get("group", (r["label"], r["x"]))
             later.setdefault(key, set()).update(r["chosen_later"])
             done.setdefault(key, set()).update(r["finished"], r["diverged"])
         n = sum(len(later[k] - done[k]) for k in later)

@@ -64,7 +64,11 @@ from torch import Tensor, nn
 
 import weightmanifold as wm
 
-from .archive import PLACEMENT_KEYS, finished_summary, inert_keys
+from .archive import (
+    configuration_mismatch,
+    finished_summary,
+    refuse_training_over,
+)
 from .checkpoint import (
     CheckpointError,
     atomic_write_csv,
@@ -616,27 +620,6 @@ class Trainer:
         atomic_write_json(self.out / "summary.json", self.summary(message))
 
 
-def configuration_mismatch(saved: dict[str, Any], mine: dict[str, Any], *,
-                           ignore: frozenset[str] = frozenset(), hint: bool = True) -> str:
-    """The keys in which two run configurations differ, as ``key: saved …, now …``.
-
-    Keys in ``ignore`` and keys the runs cannot feel
-    (:func:`~weightmanifold.experiments.archive.inert_keys`) do not count. When
-    ``init`` differs from the old default and ``hint`` is set, the message names the
-    sweep flag that continues such runs. Empty when the configurations agree.
-    """
-    ignore = ignore | inert_keys(saved) | inert_keys(mine)
-    diff = [k for k in mine if k not in ignore and saved.get(k) != mine[k]]
-    diff += [k for k in saved if k not in mine and k not in ignore]
-    details = "; ".join(f"{k}: saved {saved.get(k)!r}, now {mine.get(k)!r}" for k in diff)
-    if hint and "init" in diff and saved.get("init") == "independent":
-        details += (" -- runs made before the experiments' default init became 'constant' "
-                    "(chosen by the init study, docs/results.md) keep theirs: continue them "
-                    "with `weightmanifold sweep ... --init independent` or `--init "
-                    "independent` on `weightmanifold train`")
-    return details
-
-
 def train(config: RunConfig, out_dir: str | Path, *,
           final: tuple[str, ...] = ("completed",), **kwargs: Any) -> dict[str, Any]:
     """Train (or resume) one run; see :class:`Trainer`.
@@ -658,25 +641,7 @@ def train(config: RunConfig, out_dir: str | Path, *,
         kwargs.get("log", print)(f"{out} is complete ({done.get('steps')} steps): "
                                  "not retrained")
         return done
-    if not (out / "checkpoints" / "last.pt").exists() and (out / "summary.json").exists():
-        try:
-            with open(out / "summary.json") as f:
-                saved = json.load(f)
-        except (OSError, ValueError) as err:
-            raise CheckpointError(
-                f"{out}/summary.json cannot be read ({err}) and there is no checkpoint: "
-                "the directory may hold a finished run; move it away to train here") from err
-        if isinstance(saved, dict) and saved.get("status") in ("completed", "diverged") \
-                and isinstance(saved.get("config"), dict):
-            # the name counts here as in finished_summary: a finished run of the same
-            # configuration under another name is never trained over either
-            mismatch = configuration_mismatch(saved["config"], config.to_dict(),
-                                              ignore=PLACEMENT_KEYS)
-            if mismatch:
-                raise CheckpointError(
-                    f"{out} holds a finished run of another configuration ({mismatch}) "
-                    "and no checkpoint to continue it from; run it with its own "
-                    "configuration, or train into another directory")
+    refuse_training_over(out, config.to_dict(), out / "checkpoints" / "last.pt")
     return Trainer(config, out_dir, **kwargs).run()
 
 
