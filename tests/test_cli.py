@@ -43,6 +43,19 @@ def test_help_documents_every_option():
     assert all(name in run_cli("sweep", "--help").stdout for name in PRESETS)
 
 
+def test_help_states_each_default_once():
+    """``(default: None)`` used to follow every option whose help already gave its default
+    (``--epochs … [5] (default: None)``, ``--progress … (default: only on a terminal)
+    (default: None)``)."""
+    for command in ("train", "sweep", "evaluate", "plot", "demo", "archive", "compare"):
+        text = " ".join(run_cli(command, "--help").stdout.split())
+        assert "(default: None)" not in text, command
+    train = " ".join(run_cli("train", "--help").stdout.split())
+    assert "--runs-dir RUNS_DIR where run directories go (default: runs)" in train
+    assert "progress bars (default: only on a terminal) --malloc" in train
+    assert "[cnn] --method" in train
+
+
 def test_parse_seeds():
     assert parse_seeds("0..3") == [0, 1, 2, 3]
     assert parse_seeds("0,5,7") == [0, 5, 7]

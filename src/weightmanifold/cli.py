@@ -298,6 +298,16 @@ def _tune_malloc(args: argparse.Namespace) -> None:
         tune_malloc()
 
 
+class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's defaults in help, except ``None``: an unset option's help says what
+    happens then (``[5]`` for a configuration key, ``default: only on a terminal``)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="weightmanifold",
@@ -309,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train one configuration into runs/<name>/ (with --seeds: "
                     "runs/<name>/seed_<k>/ and an aggregate). An existing run directory "
                     "is resumed from its last checkpoint, never overwritten.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_DefaultsHelp)
     p.add_argument("--config", type=str, default=None,
                    help="TOML file with run configuration keys (options below override it)")
     p.add_argument("--seeds", type=parse_seeds, default=None,
@@ -335,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "finished run of the preset (over its seeds and --seeds), also after a "
                       "sweep of part of it (--only, --x, --seeds); a tuned preset tabulates "
                       "the grid it ran.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_DefaultsHelp)
     p.add_argument("preset", choices=[*PRESETS, "diffusion"], metavar="PRESET",
                    help=f"one of: {', '.join(PRESETS)}, diffusion")
     p.add_argument("--scale", choices=SCALES, default="cpu",
@@ -357,14 +367,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run only these methods (labels), e.g. ellipse concat")
     p.add_argument("--x", nargs="+", default=None, metavar="VALUE",
                    help="run only these values of the swept variable, e.g. --x 0.1 0.25")
-    p.add_argument("--epochs", type=int, default=None, help="override the epochs")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="override the epochs (default: the preset's at --scale)")
     p.add_argument("--init", type=_parse_init, default=None, metavar="INIT",
                    help="start of the manifold networks that do not set their own (the init "
                         "study's rows and the experts set theirs): constant (the default, "
                         "chosen by the init study, docs/results.md), independent (the "
-                        "presets' start before it: continues the archived runs under "
-                        "docs/results/ that predate it) or a modulation scale eps >= 0")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+                        "presets' start before it: reproduces the quick-scale results that predate "
+                        "it; their archives hold tables and figures, not run records, so "
+                        "they retrain) or a modulation scale eps >= 0")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's, one per core)")
     p.add_argument("--data-dir", type=str, default=None,
                    help="directory with the data set files (default: standard location)")
     p.add_argument("--tabulate", action="store_true",
@@ -387,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "run's weights on the test set at each given s, transformed by the run's "
                     "task: for a run with --patience those of the epoch chosen on validation "
                     "(the weights its summary reports), else the last.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_DefaultsHelp)
     p.add_argument("run_dir", help="a run directory (with config.json and checkpoints/)")
     p.add_argument("--s", type=float, nargs="+", required=True,
                    help="conditions to evaluate at, e.g. 0 0.125 0.25")
@@ -402,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
         "plot", help="draw the figures of a finished run, multi-seed run or sweep",
         description="Write PNG figures (with the CSV of their numbers) into the directory: "
                     "training curves and accuracy by condition.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_DefaultsHelp)
     p.add_argument("run_dir", help="a run directory, a multi-seed root or a sweep directory")
     p.set_defaults(func=_cmd_plot)
 
@@ -417,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "runs/<preset>/) retrains no finished run: a run counts as finished "
                     "when its summary.json is completed with the same configuration, "
                     "whatever its --threads, --data-dir and checkpoint_every.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_DefaultsHelp)
     p.add_argument("sweep_dir", help="the sweep directory, e.g. runs/diffusion")
     p.add_argument("dest", help="where the records go, e.g. docs/results/diffusion")
     p.add_argument("--max-bytes", type=int, default=1 << 20,
@@ -448,8 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train the ellipse manifold network and the plain, concat and embed "
                     "baselines on Fashion-MNIST rotated by angles of which only a quarter are "
                     "seen in training, then print seen/unseen accuracy and write a polar "
-                    "plot to runs/demo/. About 5 minutes on 2 CPU cores.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "plot to runs/demo/. About 3 minutes on 2 CPU cores.",
+        formatter_class=_DefaultsHelp)
     p.add_argument("--data-dir", type=str, default=None,
                    help="Fashion-MNIST IDX directory (default: /usr/share/datasets/"
                         "fashion-mnist, from the Debian package dataset-fashion-mnist)")
