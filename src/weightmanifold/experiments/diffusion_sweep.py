@@ -47,7 +47,8 @@ from typing import Any
 from .checkpoint import atomic_write_bytes, atomic_write_csv, atomic_write_json, load_checkpoint
 from .diffusion import DiffusionConfig, build_denoiser, load_diffusion_data, train_denoiser
 
-__all__ = ["REFERENCE", "methods", "run_diffusion_sweep", "scale_config"]
+__all__ = ["CANDIDATES", "REFERENCE", "SEEDS", "methods", "run_diffusion_sweep", "scale_config",
+           "select_methods"]
 
 REFERENCE = "embedding"
 _BASE: dict[str, dict[str, Any]] = {
@@ -61,7 +62,8 @@ _BASE: dict[str, dict[str, Any]] = {
               "eval_images": 10000, "samples": 10000, "sample_steps": 100,
               "validation": 2000},
 }
-_SEEDS = {"cpu": [0, 1, 2], "paper": [0, 1, 2]}
+#: the seeds of the replicated methods at each scale
+SEEDS = {"cpu": [0, 1, 2], "paper": [0, 1, 2]}
 _SPLINE4 = {"manifold": "bspline", "manifold_options": {"n": 4}}
 _MANIFOLDS: dict[str, dict[str, Any]] = {
     "line": {"manifold": "line"},
@@ -120,6 +122,23 @@ def methods(scale: str) -> dict[str, DiffusionConfig]:
             for label, keys in out.items()}
 
 
+def select_methods(scale: str, labels: Sequence[str] | None = None
+                   ) -> dict[str, DiffusionConfig]:
+    """:func:`methods` at ``scale``, only those of ``labels`` (all for ``None``).
+
+    Raises:
+        ValueError: for unknown labels or scale.
+    """
+    configs = methods(scale)
+    if labels:
+        unknown = sorted(set(labels) - set(configs))
+        if unknown:
+            raise ValueError(f"unknown label(s) {unknown} for preset 'diffusion'; valid: "
+                             f"{', '.join(configs)}")
+        configs = {k: v for k, v in configs.items() if k in labels}
+    return configs
+
+
 def _summaries(root: Path, label: str, seeds: Sequence[int]) -> list[dict[str, Any]]:
     out = []
     for seed in seeds:
@@ -166,19 +185,13 @@ def run_diffusion_sweep(root: str | Path, *, scale: str = "cpu",
     from .sample_quality import load_or_train_classifier
 
     root = Path(root)
-    configs = methods(scale)
-    if labels:
-        unknown = sorted(set(labels) - set(configs))
-        if unknown:
-            raise ValueError(f"unknown label(s) {unknown} for preset 'diffusion'; valid: "
-                             f"{', '.join(configs)}")
-        configs = {k: v for k, v in configs.items() if k in labels}
+    configs = select_methods(scale, labels)
     changes = dict(overrides or {})
     for key, value in (("data_dir", data_dir), ("threads", threads), ("device", device)):
         if value is not None:
             changes[key] = value
     configs = {k: v.replace(**changes) for k, v in configs.items()}
-    seeds = list(seeds) if seeds is not None else _SEEDS[scale]
+    seeds = list(seeds) if seeds is not None else list(SEEDS[scale])
     first = next(iter(configs.values()))
     if train:
         train_set, test_set = load_diffusion_data(first)

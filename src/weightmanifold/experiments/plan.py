@@ -168,17 +168,11 @@ def diffusion_plan(root: str | Path, *, scale: str = "cpu",
     Raises:
         ValueError: for unknown labels or scale.
     """
-    from .diffusion_sweep import _SEEDS, CANDIDATES, REFERENCE, methods
+    from .diffusion_sweep import CANDIDATES, REFERENCE, SEEDS, select_methods
 
     root = Path(root)
-    configs = methods(scale)
-    if labels:
-        unknown = sorted(set(labels) - set(configs))
-        if unknown:
-            raise ValueError(f"unknown label(s) {unknown} for preset 'diffusion'; valid: "
-                             f"{', '.join(configs)}")
-        configs = {k: v for k, v in configs.items() if k in labels}
-    seeds = list(seeds) if seeds is not None else list(_SEEDS[scale])
+    configs = select_methods(scale, labels)
+    seeds = list(seeds) if seeds is not None else list(SEEDS[scale])
     rows = []
     for label, config in configs.items():
         runs_all = label in (REFERENCE, "embedding-wide")
