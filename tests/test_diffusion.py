@@ -346,6 +346,13 @@ def test_sweep_runs_end_to_end_and_resumes(tmp_path):
                         progress=False, log=lambda _: None)
     assert summary.stat().st_mtime_ns == before  # finished runs are not run again
     assert meta["complete"]
+    # the plan reads the same runs as the sweep: all finished, the same manifold chosen
+    from weightmanifold.experiments.plan import diffusion_plan
+
+    plan = diffusion_plan(tmp_path, seeds=[0, 1], labels=labels, overrides=TINY)
+    assert all(r["to train"] == r["resumes"] == r["refused"] == [] for r in plan)
+    assert [r["name"] for r in plan if r["chosen"]] == [meta["best_manifold"]]
+    assert {r["name"]: r["finished"] for r in plan}[meta["best_manifold"]] == [0, 1]
     (tmp_path / "both" / "seed_0" / "summary.json").unlink()
     partial = run_diffusion_sweep(tmp_path, seeds=[0, 1], labels=labels, overrides=TINY,
                                   log=lambda _: None, train=False, figures=False)

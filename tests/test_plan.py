@@ -145,7 +145,8 @@ def test_a_plan_folder_name_given_as_a_label_says_which_label_and_x_it_is() -> N
 
 # -- the diffusion preset: the same plan, from its own run layout -----------------------------
 def write_diffusion_run(root: Path, label: str, seed: int, *, status: str | None = "completed",
-                        wall: float = 90.0, checkpoint: bool = False, **changes) -> None:
+                        wall: float = 90.0, checkpoint: bool = False, val_loss: float = 0.05,
+                        **changes) -> None:
     """The files a diffusion run leaves: ``<label>/seed_<k>/`` with ``checkpoint.pt``."""
     from weightmanifold.experiments.diffusion_sweep import methods
 
@@ -155,18 +156,21 @@ def write_diffusion_run(root: Path, label: str, seed: int, *, status: str | None
     (run / "config.json").write_text(json.dumps(mine))
     if status is not None:
         (run / "summary.json").write_text(json.dumps({
-            "status": status, "config": mine, "wall_time_s": wall, "final": {"loss": 0.04}}))
+            "status": status, "config": mine, "wall_time_s": wall, "final": {"loss": 0.04},
+            "history": [{"step": 1500, "val_loss": val_loss}]}))
     if checkpoint:
         (run / "checkpoint.pt").write_bytes(b"")
 
 
 def test_diffusion_plan_reads_each_seeds_state_and_counts_the_chosen_manifolds_seeds(tmp_path):
+    pytest.importorskip("diffusers")  # the width-matched twin's widths are found on UNets
     from weightmanifold.experiments.diffusion_sweep import CANDIDATES, REFERENCE, methods
     from weightmanifold.experiments.plan import diffusion_plan
 
     write_diffusion_run(tmp_path, "embedding", 0, wall=60.0)
     write_diffusion_run(tmp_path, "embedding", 1, status=None, checkpoint=True)
     write_diffusion_run(tmp_path, "line", 0, wall=120.0, threads=1)  # placement: still it
+    write_diffusion_run(tmp_path, "line", 1)  # an earlier sweep chose it; this may not
     write_diffusion_run(tmp_path, "quadratic", 0, lr=0.5)  # another configuration
     rows = {r["name"]: r for r in diffusion_plan(tmp_path)}
     assert list(rows) == list(methods("cpu"))
@@ -176,27 +180,46 @@ def test_diffusion_plan_reads_each_seeds_state_and_counts_the_chosen_manifolds_s
     assert emb["estimate_s"] == 120.0  # two seeds left at its own 60 s
     assert rows["embedding-wide"]["to train"] == [0, 1, 2]
     line = rows["line"]
-    assert (line["finished"], line["to train"], line["chosen_later"]) == ([0], [], [1, 2])
+    assert (line["finished"], line["to train"], line["chosen_later"]) == ([0, 1], [], [1, 2])
     assert line["estimate_s"] == 0.0
     assert rows["quadratic"]["refused"] == [0]
     assert "lr: saved 0.5" in rows["quadratic"]["refused_because"][0]
     assert rows["both"]["seeds"] == [0] and rows["both"]["chosen_later"] == []
     assert all(rows[k]["chosen_later"] == [1, 2] for k in CANDIDATES)
-    text = format_plan(list(rows.values()), tuned="manifold")
+    assert not any(r["chosen"] for r in rows.values())  # not every first seed has run
+    text = format_plan(list(rows.values()), later="diffusion")
     assert "refused: quadratic/seed_0 is another configuration (lr: saved 0.5" in text
-    assert text.splitlines()[-1] == ("then, per method, the manifold chosen on validation on "
-                                     "its other seeds: 2 more run(s)")
-    # once the chosen manifold has run its other seeds, none are left to count
-    write_diffusion_run(tmp_path, "line", 1)
-    write_diffusion_run(tmp_path, "line", 2)
-    again = format_plan(diffusion_plan(tmp_path), tuned="manifold")
-    assert "more run(s)" not in again
+    assert text.splitlines()[-1] == ("then the manifold-only method with the lowest validation "
+                                     "loss on the first seed, on its other seeds: up to 2 more "
+                                     "run(s)")
+
+
+def test_diffusion_plan_names_the_manifold_once_every_first_seed_has_run(tmp_path):
+    pytest.importorskip("diffusers")
+    from weightmanifold.experiments.diffusion_sweep import CANDIDATES
+    from weightmanifold.experiments.plan import diffusion_plan
+
+    for label in CANDIDATES:
+        write_diffusion_run(tmp_path, label, 0, val_loss=0.05 - 0.001 * (label == "bspline8"))
+    write_diffusion_run(tmp_path, "line", 1)  # run by an earlier choice: counts for nothing
+    rows = {r["name"]: r for r in diffusion_plan(tmp_path)}
+    assert rows["bspline8"]["chosen"] and rows["bspline8"]["to train"] == [1, 2]
+    assert rows["line"]["finished"] == [0, 1] and rows["line"]["to train"] == []
+    assert all(r["chosen_later"] == [] for r in rows.values())
+    text = format_plan(list(rows.values()), later="diffusion")
+    assert text.splitlines()[-2].startswith("9 run(s) to train or resume")  # 3 + 3 + 2 + both
+    assert text.splitlines()[-1] == ("the manifold chosen by the first seed's validation loss: "
+                                     "bspline8 (its other seeds are counted above)")
     with pytest.raises(ValueError, match="unknown label"):
         diffusion_plan(tmp_path, labels=["adaln"])
+    # with --only, the choice is among the candidates selected
+    only = {r["name"]: r for r in diffusion_plan(tmp_path, labels=["embedding", "line"])}
+    assert only["line"]["chosen"] and only["line"]["to train"] == [2]
 
 
 def test_cli_diffusion_plan_trains_and_writes_nothing(tmp_path):
     """It used to start the sweep: the data set, the classifier, every denoiser."""
+    pytest.importorskip("diffusers")
     from weightmanifold.cli import main
 
     empty = tmp_path / "no-data"
@@ -209,7 +232,6 @@ def test_cli_diffusion_plan_trains_and_writes_nothing(tmp_path):
         f"diffusion at --scale cpu, under {tmp_path / 'runs' / 'diffusion'}:",
         "configuration   finished  diverged  resumes  to train  refused  min/run  min left"]
     assert "bspline4-r8" in out.stdout and "13 run(s) to train or resume" in out.stdout
-    assert out.stdout.splitlines()[-1] == ("then, per method, the manifold chosen on validation "
-                                           "on its other seeds: 2 more run(s)")
+    assert out.stdout.splitlines()[-1].endswith("on its other seeds: up to 2 more run(s)")
     assert not (tmp_path / "runs").exists()
     assert main(["sweep", "diffusion", "--plan", "--x", "0.1"]) == 2  # still checked first

@@ -193,7 +193,7 @@ def _sweep_diffusion(args: argparse.Namespace) -> int:
         plan = diffusion_plan(root, scale=args.scale, seeds=args.seeds, labels=args.only,
                               overrides=placement)
         print(f"diffusion at --scale {args.scale}, under {root}:")
-        print(format_plan(plan, tuned="manifold"))
+        print(format_plan(plan, later="diffusion"))
         return 0
     if args.tabulate:
         print("error: --tabulate does not apply to the diffusion preset (its sweep already "

@@ -455,8 +455,9 @@ def train_denoiser(config: DiffusionConfig, out_dir: str | Path, train_images: T
 
     Raises:
         weightmanifold.experiments.checkpoint.CheckpointError: for a checkpoint of
-            another configuration, or a finished run of another configuration with
-            no checkpoint (an archived result: never trained over).
+            another configuration, or a finished run of another configuration (or an
+            unreadable ``summary.json``) with no checkpoint: an archived result is
+            never trained over.
     """
     from .runtime import progress_bar
 

@@ -47,8 +47,8 @@ from typing import Any
 from .checkpoint import atomic_write_bytes, atomic_write_csv, atomic_write_json, load_checkpoint
 from .diffusion import DiffusionConfig, build_denoiser, load_diffusion_data, train_denoiser
 
-__all__ = ["CANDIDATES", "REFERENCE", "SEEDS", "methods", "run_diffusion_sweep", "scale_config",
-           "select_methods"]
+__all__ = ["CANDIDATES", "REFERENCE", "REPLICATED", "SEEDS", "best_manifold", "methods",
+           "run_diffusion_sweep", "scale_config", "select_methods"]
 
 REFERENCE = "embedding"
 _BASE: dict[str, dict[str, Any]] = {
@@ -75,6 +75,8 @@ _MANIFOLDS: dict[str, dict[str, Any]] = {
 }
 #: the manifold-only methods among which seed 0's validation loss picks the one to replicate
 CANDIDATES = ("line", "quadratic", "bspline4", "bspline8", "experts", "bspline4-r8")
+#: the methods that run every seed, beside the chosen manifold
+REPLICATED = (REFERENCE, "embedding-wide")
 
 
 def scale_config(scale: str) -> dict[str, Any]:
@@ -153,6 +155,14 @@ def _val_loss(summary: dict[str, Any]) -> float:
     return summary["history"][-1]["val_loss"]
 
 
+def best_manifold(firsts: dict[str, dict[str, Any] | None]) -> str | None:
+    """The manifold-only method (of :data:`CANDIDATES`) with the lowest validation loss
+    among the first-seed summaries in ``firsts`` (label → summary, ``None``: not run);
+    ``None`` when no candidate has run."""
+    ran = [k for k in CANDIDATES if firsts.get(k) is not None]
+    return min(ran, key=lambda k: _val_loss(firsts[k])) if ran else None  # type: ignore[arg-type]
+
+
 def run_diffusion_sweep(root: str | Path, *, scale: str = "cpu",
                         seeds: Sequence[int] | None = None,
                         labels: Sequence[str] | None = None, data_dir: str | None = None,
@@ -215,10 +225,8 @@ def run_diffusion_sweep(root: str | Path, *, scale: str = "cpu",
             return done[0] if done else None
 
     firsts = {label: run(label, seeds[0]) for label in configs}
-    stage1 = {k: v for k, v in firsts.items() if v is not None}
-    ran = [k for k in CANDIDATES if k in stage1]
-    best = min(ran, key=lambda k: _val_loss(stage1[k])) if ran else None
-    replicate = [k for k in (REFERENCE, "embedding-wide", best) if k in configs]
+    best = best_manifold(firsts)
+    replicate = [k for k in (*REPLICATED, best) if k in configs]
     if best is not None and train:
         log(f"best manifold by seed {seeds[0]}'s validation loss: {best}; replicated over "
             f"seeds {seeds}")

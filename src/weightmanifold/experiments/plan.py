@@ -155,9 +155,11 @@ def diffusion_plan(root: str | Path, *, scale: str = "cpu",
 
     The embedding and its width-matched twin run every seed; every other method
     runs the first, and the manifold-only method with the lowest validation loss
-    there runs the others (``chosen_later``; rows of ``group`` ``"manifold"``, so
-    :func:`format_plan` with ``tuned="manifold"`` counts those runs once). The time
-    left comes from each method's own finished seeds only: the methods differ in cost.
+    there runs the others. Once every selected candidate's first seed has finished
+    that method is known (``chosen``) and its row lists all seeds; before, every
+    candidate's later seeds are ``chosen_later``, which :func:`format_plan` with
+    ``later="diffusion"`` counts once. The time left
+    comes from each method's own finished seeds only: the methods differ in cost.
 
     Args:
         root: the sweep directory (``runs/diffusion``).
@@ -168,24 +170,32 @@ def diffusion_plan(root: str | Path, *, scale: str = "cpu",
     Raises:
         ValueError: for unknown labels or scale.
     """
-    from .diffusion_sweep import CANDIDATES, REFERENCE, SEEDS, select_methods
+    from .diffusion_sweep import CANDIDATES, REPLICATED, SEEDS, best_manifold, select_methods
 
     root = Path(root)
     configs = select_methods(scale, labels)
     seeds = list(seeds) if seeds is not None else list(SEEDS[scale])
+    over = overrides or {}
+    firsts: dict[str, dict[str, Any] | None] = {}
+    for label in CANDIDATES:
+        if label in configs:
+            run_dir = root / label / f"seed_{seeds[0]}"
+            mine = configs[label].replace(seed=seeds[0], **over).to_dict()
+            finished = _state(run_dir, mine, "checkpoint.pt")[0] == "finished"
+            firsts[label] = _read(run_dir / "summary.json") if finished else None
+    # the sweep chooses once every candidate it runs has run its first seed
+    chosen = best_manifold(firsts) if firsts and all(firsts.values()) else None
     rows = []
     for label, config in configs.items():
-        runs_all = label in (REFERENCE, "embedding-wide")
+        runs_all = label in REPLICATED or label == chosen
         row: dict[str, Any] = {
             "name": label, "label": label, "x": None,
             "seeds": seeds if runs_all else seeds[:1], **{state: [] for state in STATES},
-            "chosen_later": seeds[1:] if label in CANDIDATES else [],
-            "refused_because": {}}
-        if label in CANDIDATES:
-            row["group"] = "manifold"
+            "chosen_later": seeds[1:] if label in CANDIDATES and chosen is None else [],
+            "chosen": label == chosen, "refused_because": {}}
         walls = []
         for seed in seeds:
-            mine = config.replace(seed=seed, **(overrides or {})).to_dict()
+            mine = config.replace(seed=seed, **over).to_dict()
             state, wall, why = _state(root / label / f"seed_{seed}", mine, "checkpoint.pt")
             if seed not in row["seeds"] and state in ("to train", "resumes"):
                 continue  # runs only if this method is chosen (or never, for the rest)
@@ -201,13 +211,16 @@ def diffusion_plan(root: str | Path, *, scale: str = "cpu",
     return rows
 
 
-def format_plan(rows: Sequence[dict[str, Any]], *, tuned: str | None = None) -> str:
+def format_plan(rows: Sequence[dict[str, Any]], *, tuned: str | None = None,
+                later: str | None = None) -> str:
     """The plan as a text table with a closing line of totals (what ``--plan`` prints).
 
     Args:
-        rows: from :func:`sweep_plan`.
+        rows: from :func:`sweep_plan` or :func:`diffusion_plan`.
         tuned: the key a tuned preset tunes (its later seeds are then counted once
-            per method, or per ``group`` where a row names one).
+            per method).
+        later: ``"diffusion"``: the rows of :func:`diffusion_plan`, whose later seeds
+            are the one manifold the first seed chooses (instead of ``tuned``).
     """
     def seeds(values: Sequence[int]) -> str:
         return ",".join(map(str, values)) or "-"
@@ -235,15 +248,29 @@ def format_plan(rows: Sequence[dict[str, Any]], *, tuned: str | None = None) -> 
             f" for the configurations with a finished run to go by, {unknown} without one"
             if unknown else "")
     lines.append(f"{todo} run(s) to train or resume: {total}")
-    if tuned is not None:
+    if later == "diffusion":
+        chosen = [r["name"] for r in rows if r.get("chosen")]
+        waiting = [r for r in rows if r["chosen_later"]]
+        if chosen:
+            lines.append(f"the manifold chosen by the first seed's validation loss: {chosen[0]} "
+                         "(its other seeds are counted above)")
+        elif waiting:
+            # whichever is chosen, the seeds every candidate has already finished are done
+            done = set.intersection(*(set(r["finished"]) | set(r["diverged"])
+                                      for r in waiting))
+            n = len(set(waiting[0]["chosen_later"]) - done)
+            if n:
+                lines.append(f"then the manifold-only method with the lowest validation loss on "
+                             f"the first seed, on its other seeds: up to {n} more run(s)")
+    elif tuned is not None:
         # per method, its later seeds not yet run by any value of the grid
-        later: dict[Any, set[int]] = {}
-        done: dict[Any, set[int]] = {}
+        later_seeds: dict[tuple[str, Any], set[int]] = {}
+        done: dict[tuple[str, Any], set[int]] = {}
         for r in rows:
-            key = r.get("group", (r["label"], r["x"]))
-            later.setdefault(key, set()).update(r["chosen_later"])
+            key = (r["label"], r["x"])
+            later_seeds.setdefault(key, set()).update(r["chosen_later"])
             done.setdefault(key, set()).update(r["finished"], r["diverged"])
-        n = sum(len(later[k] - done[k]) for k in later)
+        n = sum(len(later_seeds[k] - done[k]) for k in later_seeds)
         if n:
             lines.append(f"then, per method, the {tuned} chosen on validation on its other "
                          f"seeds: {n} more run(s)")
