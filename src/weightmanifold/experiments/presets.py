@@ -294,8 +294,9 @@ def _unconditioned(scale: str) -> list[tuple[str, str, Any, dict[str, Any]]]:
     for arch in archs:
         extra: dict[str, Any] = {}
         if arch == "resnet18ln-chw":
-            # an epoch of the full set takes the ResNet about 11 min here: at cpu scale it
-            # trains on the quick scale's 10 000 images, up to 10 epochs chosen on validation
+            # at cpu scale it trains on the quick scale's 10 000 images, up to 10 epochs
+            # chosen on validation: about 8 min a seed for the ellipse and 4 for the point
+            # (2 cores, validation included); the full set would take about 28 and 12
             extra = {"widths": [16, 32, 64, 128],
                      **({"epochs": 2} if scale == "quick" else {"train_subset": 10000})}
         methods: list[tuple[str, dict[str, Any]]] = [
