@@ -76,6 +76,24 @@ def _state(run_dir: Path, mine: dict[str, Any], checkpoint: str = "checkpoints/l
     return "to train", None, None
 
 
+def _read_seeds(row: dict[str, Any], runs: Sequence[tuple[int, Path, dict[str, Any]]], *,
+                checkpoint: str = "checkpoints/last.pt") -> None:
+    """Fill ``row``'s state lists, ``refused_because`` and ``wall_s`` from each seed's run
+    (``(seed, its directory, its configuration)``). A seed outside ``row["seeds"]`` is
+    listed only once it has a run: it trains only if a later choice picks it."""
+    walls = []
+    for seed, run_dir, mine in runs:
+        state, wall, why = _state(run_dir, mine, checkpoint)
+        if seed not in row["seeds"] and state in ("to train", "resumes"):
+            continue
+        row[state].append(seed)
+        if why is not None:
+            row["refused_because"][seed] = why
+        if wall is not None:
+            walls.append(wall)
+    row["wall_s"] = statistics.fmean(walls) if walls else None
+
+
 def _model(config: Any) -> str:
     """The network a configuration trains, which its cost depends on."""
     keys = ("arch", "method", "manifold", "manifold_options", "features", "widths", "hidden",
@@ -119,18 +137,9 @@ def sweep_plan(preset: Preset, root: str | Path, *, scale: str = "cpu",
                                "seeds": grid_seeds, **{state: [] for state in STATES},
                                "chosen_later": [s for s in seeds if s not in grid_seeds],
                                "refused_because": {}}
-        walls = []
-        for seed in seeds:
-            mine = run.config.replace(seed=seed, name=f"{run.config.name}/seed_{seed}")
-            state, wall, why = _state(root / name / f"seed_{seed}", mine.to_dict())
-            if seed not in grid_seeds and state in ("to train", "resumes"):
-                continue  # runs only if the tuning chooses this value
-            row[state].append(seed)
-            if why is not None:
-                row["refused_because"][seed] = why
-            if wall is not None:
-                walls.append(wall)
-        row["wall_s"] = statistics.fmean(walls) if walls else None
+        # a later seed of a grid value runs only if the tuning chooses the value
+        _read_seeds(row, [(s, root / name / f"seed_{s}", run.config.replace(
+            seed=s, name=f"{run.config.name}/seed_{s}").to_dict()) for s in seeds])
         rows.append(row)
     # the same method, or else the same network (another start, rate or x), elsewhere here
     by_label: dict[str, list[float]] = {}
@@ -193,18 +202,9 @@ def diffusion_plan(root: str | Path, *, scale: str = "cpu",
             "seeds": seeds if runs_all else seeds[:1], **{state: [] for state in STATES},
             "chosen_later": seeds[1:] if label in CANDIDATES and chosen is None else [],
             "chosen": label == chosen, "refused_because": {}}
-        walls = []
-        for seed in seeds:
-            mine = config.replace(seed=seed, **over).to_dict()
-            state, wall, why = _state(root / label / f"seed_{seed}", mine, "checkpoint.pt")
-            if seed not in row["seeds"] and state in ("to train", "resumes"):
-                continue  # runs only if this method is chosen (or never, for the rest)
-            row[state].append(seed)
-            if why is not None:
-                row["refused_because"][seed] = why
-            if wall is not None:
-                walls.append(wall)
-        row["wall_s"] = statistics.fmean(walls) if walls else None
+        # a later seed runs only if this method is chosen (or never, for the rest)
+        _read_seeds(row, [(s, root / label / f"seed_{s}", config.replace(seed=s, **over).to_dict())
+                          for s in seeds], checkpoint="checkpoint.pt")
         left = len(row["to train"]) + len(row["resumes"])
         row["estimate_s"] = None if row["wall_s"] is None else row["wall_s"] * left
         rows.append(row)
