@@ -461,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train the ellipse manifold network and the plain, concat and embed "
                     "baselines on Fashion-MNIST rotated by angles of which only a quarter are "
                     "seen in training, then print seen/unseen accuracy and write a polar "
-                    "plot to runs/demo/. About 3 minutes on 2 CPU cores.",
+                    "plot to runs/demo/. About 2 minutes on 2 CPU cores.",
         formatter_class=_DefaultsHelp)
     p.add_argument("--data-dir", type=str, default=None,
                    help="Fashion-MNIST IDX directory (default: /usr/share/datasets/"
