@@ -183,6 +183,6 @@ def test_finished_run_under_another_name_or_unreadable_is_not_overwritten(tmp_pa
     assert (tmp_path / "a" / "summary.json").read_text() == before
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "summary.json").write_text("{not json")
-    with pytest.raises(CheckpointError, match=r"summary.json cannot be read .* move it away"):
+    with pytest.raises(CheckpointError, match=r"summary.json that cannot be read .* move it away"):
         train(config, tmp_path / "b", **quiet())
     assert (tmp_path / "b" / "summary.json").read_text() == "{not json"

@@ -24,9 +24,12 @@ def files(root: Path) -> set[Path]:
 
 
 def write_run(root: Path, config, seed: int, *, status: str | None = "completed",
-              wall: float = 60.0, checkpoint: bool = False, **changes) -> None:
-    """The files a run of ``config`` at ``seed`` leaves (``status=None``: no summary yet)."""
+              wall: float = 60.0, checkpoint: bool = False, extra: dict | None = None,
+              **changes) -> None:
+    """The files a run of ``config`` at ``seed`` leaves (``status=None``: no summary yet);
+    ``extra``: keys its configuration recorded that the current one does not have."""
     mine = config.replace(seed=seed, name=f"{config.name}/seed_{seed}", **changes).to_dict()
+    mine.update(extra or {})
     run = root / config.name.split("/")[-1] / f"seed_{seed}"
     run.mkdir(parents=True)
     (run / "config.json").write_text(json.dumps(mine))
@@ -70,7 +73,8 @@ def test_plan_reads_each_seeds_state_and_estimates_from_finished_runs(tmp_path):
     assert "lr: saved 0.02, now None" in rows["plain-wide-f0.25"]["refused_because"][0]
     assert rows["plain-wide-f0.25"]["estimate_s"] is None  # nothing like it has finished
     text = format_plan(list(rows.values()))
-    assert "refused: plain-wide-f0.25/seed_0 is another configuration (lr: saved 0.02" in text
+    assert ("refused: plain-wide-f0.25/seed_0 holds a finished run of another configuration "
+            "(lr: saved 0.02") in text
     # plain: 1 to resume (270 s); ellipse ε = 0: 1 (420 s); ε = 0.03 ... 1 and independent
     # draws, the same network: 5 × 3 × 420 s; plain-wide 2 and experts 3, with nothing to go by
     assert rows["ellipse-independent-f0.25"]["estimate_s"] == 3 * 420.0
@@ -194,7 +198,8 @@ def test_diffusion_plan_reads_each_seeds_state_and_counts_the_chosen_manifolds_s
     assert all(rows[k]["chosen_later"] == [1, 2] for k in CANDIDATES)
     assert not any(r["chosen"] for r in rows.values())  # not every first seed has run
     text = format_plan(list(rows.values()), later="diffusion")
-    assert "refused: quadratic/seed_0 is another configuration (lr: saved 0.5" in text
+    assert ("refused: quadratic/seed_0 holds a finished run of another configuration "
+            "(lr: saved 0.5") in text
     assert text.splitlines()[-1] == ("then the manifold-only method with the lowest validation "
                                      "loss on the first seed, on its other seeds: up to 2 more "
                                      "run(s)")
@@ -239,3 +244,53 @@ def test_cli_diffusion_plan_trains_and_writes_nothing(tmp_path):
     assert lines[-1].endswith("on its other seeds: up to 2 more run(s)")
     assert not (tmp_path / "runs").exists()
     assert main(["sweep", "diffusion", "--plan", "--x", "0.1"]) == 2  # still checked first
+
+
+def test_plan_decides_each_runs_state_as_the_trainer_does(tmp_path):
+    """The plan once judged a run by its recorded configuration alone: it called a run
+    directory holding only the ``config.json`` of another configuration refused (the
+    trainer trains there), an unreadable ``summary.json`` beside no checkpoint 'to train'
+    (the trainer refuses it), a finished run recording a key the configuration has since
+    dropped (saved as None) refused (the trainer counts it finished), and a checkpoint
+    whose run asked for another number of epochs refused (the trainer resumes it)."""
+    from weightmanifold.experiments.checkpoint import CheckpointError
+    from weightmanifold.experiments.trainer import train
+
+    preset = get_preset("preconditioning-ablation")
+    config = select_runs(preset, overrides=TINY, labels=["metric"])[0].config
+    root = tmp_path / config.name.split("/")[-1]
+
+    def plan(seed: int) -> tuple[str, str | None]:
+        row = sweep_plan(preset, tmp_path, seeds=[seed], overrides=TINY, labels=["metric"])[0]
+        state = next(s for s in STATES if row[s])
+        return state, row["refused_because"].get(seed)
+
+    write_run(tmp_path, config, 0, status=None, lr=0.5)  # config.json of another run
+    write_run(tmp_path, config, 1, status=None)
+    (root / "seed_1" / "summary.json").write_text("{not json")
+    write_run(tmp_path, config, 2, extra={"dropped_key": None})  # a key no longer in the config
+    write_run(tmp_path, config, 3, status="running", checkpoint=True, epochs=7)
+    write_run(tmp_path, config, 4, status="running", checkpoint=True, lr=0.5)
+    assert plan(0) == ("to train", None)
+    state, why = plan(1)
+    assert state == "refused" and why.startswith("has a summary.json that cannot be read")
+    assert plan(2) == ("finished", None)
+    assert plan(3) == ("resumes", None)
+    state, why = plan(4)
+    assert state == "refused" and "lr: saved 0.5" in why and "cannot be resumed" in why
+    text = format_plan(sweep_plan(preset, tmp_path, seeds=[1, 4], overrides=TINY,
+                                  labels=["metric"]))
+    assert "refused: metric/seed_1 has a summary.json that cannot be read" in text
+    assert "refused: metric/seed_4 has a checkpoint of another configuration (lr: saved" in text
+
+    # what the trainer does with the same directories
+    def run(seed: int) -> dict:
+        mine = config.replace(seed=seed, name=f"{config.name}/seed_{seed}")
+        return train(mine, root / f"seed_{seed}", log=lambda m: None, progress=False)
+
+    assert run(0)["status"] == "completed"  # trained over the stray config.json
+    with pytest.raises(CheckpointError, match=r"summary\.json that cannot be read"):
+        run(1)
+    before = (root / "seed_2" / "summary.json").read_text()
+    assert run(2)["final"] == {"test_accuracy": 0.5}  # not retrained
+    assert (root / "seed_2" / "summary.json").read_text() == before

@@ -32,7 +32,8 @@ from typing import Any
 from .checkpoint import CheckpointError
 
 __all__ = ["ARCHIVE_MAX_BYTES", "PLACEMENT_KEYS", "archive_sweep", "configuration_mismatch",
-           "finished_summary", "inert_keys", "refuse_training_over", "same_run"]
+           "finished_summary", "inert_keys", "refuse_training_over", "same_run",
+           "training_refusal"]
 
 #: configuration keys that say where, with how many threads and how often checkpointed a
 #: run ran, not what it computed: two runs that differ only in them are the same run
@@ -108,13 +109,16 @@ def configuration_mismatch(saved: dict[str, Any], mine: dict[str, Any], *,
     """The keys in which two run configurations differ, as ``key: saved …, now …``.
 
     Keys in ``ignore`` and keys the runs cannot feel
-    (:func:`~weightmanifold.experiments.archive.inert_keys`) do not count. When
+    (:func:`~weightmanifold.experiments.archive.inert_keys`) do not count; a key
+    one side lacks counts as ``None`` there, as in :func:`same_run`. When
     ``init`` differs from the old default and ``hint`` is set, the message names the
     sweep flag that continues such runs. Empty when the configurations agree.
     """
     ignore = ignore | inert_keys(saved) | inert_keys(mine)
-    diff = [k for k in mine if k not in ignore and saved.get(k) != mine[k]]
-    diff += [k for k in saved if k not in mine and k not in ignore]
+    # a key one side lacks counts as None there, as in same_run: a key saved as None
+    # that the configuration has since dropped is no difference
+    keys = [*mine, *(k for k in saved if k not in mine)]
+    diff = [k for k in keys if k not in ignore and saved.get(k) != mine.get(k)]
     details = "; ".join(f"{k}: saved {saved.get(k)!r}, now {mine.get(k)!r}" for k in diff)
     if hint and "init" in diff and saved.get("init") == "independent":
         details += (" -- runs made before the experiments' default init became 'constant' "
@@ -124,35 +128,50 @@ def configuration_mismatch(saved: dict[str, Any], mine: dict[str, Any], *,
     return details
 
 
+def training_refusal(out: Path, mine: dict[str, Any], checkpoint: Path) -> str | None:
+    """Why training ``mine`` into ``out`` must be refused, or ``None`` when it may train.
+
+    It must when ``out`` holds a finished (``completed`` or ``diverged``)
+    ``summary.json`` of a configuration other than ``mine`` (up to
+    :data:`PLACEMENT_KEYS`; the name counts, as in :func:`finished_summary`) with no
+    ``checkpoint`` to continue from: an archived result, which training there would
+    overwrite. An unreadable ``summary.json`` beside no checkpoint may be one.
+
+    Returns:
+        The reason, as a phrase that follows the directory's name: ``"holds a
+        finished run of another configuration (lr: saved 0.02, now 0.01) and no
+        checkpoint to continue it from"``.
+    """
+    if checkpoint.exists() or not (out / "summary.json").exists():
+        return None
+    try:
+        with open(out / "summary.json") as f:
+            saved = json.load(f)
+    except (OSError, ValueError) as err:
+        return (f"has a summary.json that cannot be read ({err}) and no checkpoint: "
+                "it may hold a finished run")
+    if isinstance(saved, dict) and saved.get("status") in ("completed", "diverged") \
+            and isinstance(saved.get("config"), dict):
+        mismatch = configuration_mismatch(saved["config"], mine, ignore=PLACEMENT_KEYS)
+        if mismatch:
+            return (f"holds a finished run of another configuration ({mismatch}) and no "
+                    "checkpoint to continue it from")
+    return None
+
+
 def refuse_training_over(out: Path, mine: dict[str, Any], checkpoint: Path) -> None:
     """Refuse to train into ``out`` when it holds a finished run of another configuration.
 
-    A finished (``completed`` or ``diverged``) ``summary.json`` of a configuration
-    other than ``mine`` (up to :data:`PLACEMENT_KEYS`; the name counts, as in
-    :func:`finished_summary`), with no ``checkpoint`` to continue from, is an archived
-    result: training there would overwrite it.
+    See :func:`training_refusal` for when.
 
     Raises:
         weightmanifold.experiments.checkpoint.CheckpointError: for such a run, or for
             an unreadable ``summary.json`` beside no checkpoint.
     """
-    if checkpoint.exists() or not (out / "summary.json").exists():
-        return
-    try:
-        with open(out / "summary.json") as f:
-            saved = json.load(f)
-    except (OSError, ValueError) as err:
-        raise CheckpointError(
-            f"{out}/summary.json cannot be read ({err}) and there is no checkpoint: "
-            "the directory may hold a finished run; move it away to train here") from err
-    if isinstance(saved, dict) and saved.get("status") in ("completed", "diverged") \
-            and isinstance(saved.get("config"), dict):
-        mismatch = configuration_mismatch(saved["config"], mine, ignore=PLACEMENT_KEYS)
-        if mismatch:
-            raise CheckpointError(
-                f"{out} holds a finished run of another configuration ({mismatch}) "
-                "and no checkpoint to continue it from; run it with its own "
-                "configuration, or train into another directory")
+    why = training_refusal(out, mine, checkpoint)
+    if why is not None:
+        raise CheckpointError(f"{out} {why}; run it with its own configuration, move it "
+                              "away, or train into another directory")
 
 
 def _unfinished_runs(source: Path) -> list[Path]:

@@ -34,10 +34,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .archive import PLACEMENT_KEYS
+from .archive import (
+    PLACEMENT_KEYS,
+    configuration_mismatch,
+    finished_summary,
+    training_refusal,
+)
 from .presets import Preset
 from .sweep import select_runs
-from .trainer import configuration_mismatch
+from .trainer import RESUMABLE_CHANGES
 
 __all__ = ["STATES", "diffusion_plan", "format_plan", "sweep_plan"]
 
@@ -54,36 +59,46 @@ def _read(path: Path) -> dict[str, Any] | None:
     return out if isinstance(out, dict) else None
 
 
-def _state(run_dir: Path, mine: dict[str, Any], checkpoint: str = "checkpoints/last.pt"
+def _state(run_dir: Path, mine: dict[str, Any], checkpoint: str = "checkpoints/last.pt",
+           resumable: frozenset[str] = frozenset(RESUMABLE_CHANGES)
            ) -> tuple[str, float | None, str | None]:
-    """``(state, wall seconds of a finished run, the keys that differ if refused)``;
-    ``checkpoint``: where in ``run_dir`` an unfinished run keeps its checkpoint."""
-    summary = _read(run_dir / "summary.json")
-    saved = (summary or {}).get("config") or _read(run_dir / "config.json")
-    if saved is None:
-        return "to train", None, None
-    mismatch = configuration_mismatch(saved, mine, ignore=PLACEMENT_KEYS, hint=False)
-    if mismatch:
-        return "refused", None, mismatch
-    status = (summary or {}).get("status")
-    if status == "completed" and summary is not None and summary.get("final") is not None:
-        wall = summary.get("wall_time_s")
-        return "finished", float(wall) if isinstance(wall, (int, float)) else None, None
-    if status == "diverged":
+    """``(state, wall seconds of a finished run, why it is refused)``, as the trainer
+    decides: a finished run of ``mine`` is not retrained
+    (:func:`~weightmanifold.experiments.archive.finished_summary`); without a
+    checkpoint, an archived result is never trained over
+    (:func:`~weightmanifold.experiments.archive.training_refusal`) and anything else
+    is trained; a checkpoint resumes unless its run differs in more than
+    ``resumable`` (judged from the run's ``summary.json`` or ``config.json``, which
+    record the configuration its checkpoint saves). ``checkpoint``: where in
+    ``run_dir`` an unfinished run keeps its checkpoint."""
+    done = finished_summary(run_dir, mine, ("completed", "diverged"))
+    if done is not None and done["status"] == "diverged":
         return "diverged", None, None
-    if (run_dir / checkpoint).exists():
-        return "resumes", None, None
-    return "to train", None, None
+    if done is not None:
+        wall = done.get("wall_time_s")
+        return "finished", float(wall) if isinstance(wall, (int, float)) else None, None
+    if not (run_dir / checkpoint).exists():
+        why = training_refusal(run_dir, mine, run_dir / checkpoint)
+        return ("to train", None, None) if why is None else ("refused", None, why)
+    saved = (_read(run_dir / "summary.json") or {}).get("config") or _read(
+        run_dir / "config.json")
+    mismatch = configuration_mismatch(saved, mine, ignore=resumable, hint=False) \
+        if isinstance(saved, dict) else ""
+    if mismatch:
+        return "refused", None, (f"has a checkpoint of another configuration ({mismatch}) "
+                                 "that cannot be resumed")
+    return "resumes", None, None
 
 
 def _read_seeds(row: dict[str, Any], runs: Sequence[tuple[int, Path, dict[str, Any]]], *,
-                checkpoint: str = "checkpoints/last.pt") -> None:
+                checkpoint: str = "checkpoints/last.pt",
+                resumable: frozenset[str] = frozenset(RESUMABLE_CHANGES)) -> None:
     """Fill ``row``'s state lists, ``refused_because`` and ``wall_s`` from each seed's run
     (``(seed, its directory, its configuration)``). A seed outside ``row["seeds"]`` is
     listed only once it has a run: it trains only if a later choice picks it."""
     walls = []
     for seed, run_dir, mine in runs:
-        state, wall, why = _state(run_dir, mine, checkpoint)
+        state, wall, why = _state(run_dir, mine, checkpoint, resumable)
         if seed not in row["seeds"] and state in ("to train", "resumes"):
             continue
         row[state].append(seed)
@@ -116,7 +131,7 @@ def sweep_plan(preset: Preset, root: str | Path, *, scale: str = "cpu",
         One row per configuration: ``name``, ``label``, ``x``, ``seeds`` (those it
         runs whatever a tuning chooses), one list of seeds per state of
         :data:`STATES`, ``chosen_later`` (the seeds a tuned grid value runs if it
-        is chosen), ``refused_because`` (seed → the keys that differ),
+        is chosen), ``refused_because`` (seed → why, a phrase after the run's name),
         ``wall_s`` (mean wall time of its finished seeds, or ``None``) and
         ``estimate_s`` (the time its seeds still to train or resume would take,
         from its own finished seeds, else the same method's, else the same
@@ -190,7 +205,7 @@ def diffusion_plan(root: str | Path, *, scale: str = "cpu",
         if label in configs:
             run_dir = root / label / f"seed_{seeds[0]}"
             mine = configs[label].replace(seed=seeds[0], **over).to_dict()
-            finished = _state(run_dir, mine, "checkpoint.pt")[0] == "finished"
+            finished = _state(run_dir, mine, "checkpoint.pt", PLACEMENT_KEYS)[0] == "finished"
             firsts[label] = _read(run_dir / "summary.json") if finished else None
     # the sweep chooses once every candidate it runs has run its first seed
     chosen = best_manifold(firsts) if firsts and all(firsts.values()) else None
@@ -204,7 +219,7 @@ def diffusion_plan(root: str | Path, *, scale: str = "cpu",
             "chosen": label == chosen, "refused_because": {}}
         # a later seed runs only if this method is chosen (or never, for the rest)
         _read_seeds(row, [(s, root / label / f"seed_{s}", config.replace(seed=s, **over).to_dict())
-                          for s in seeds], checkpoint="checkpoint.pt")
+                          for s in seeds], checkpoint="checkpoint.pt", resumable=PLACEMENT_KEYS)
         left = len(row["to train"]) + len(row["resumes"])
         row["estimate_s"] = None if row["wall_s"] is None else row["wall_s"] * left
         rows.append(row)
@@ -236,7 +251,7 @@ def format_plan(rows: Sequence[dict[str, Any]], *, tuned: str | None = None,
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)) for line in table]
     for r in rows:
         for seed, why in r["refused_because"].items():
-            lines.append(f"refused: {r['name']}/seed_{seed} is another configuration ({why})")
+            lines.append(f"refused: {r['name']}/seed_{seed} {why}")
     todo = sum(len(r["to train"]) + len(r["resumes"]) for r in rows)
     known = [r["estimate_s"] for r in rows if r["estimate_s"] is not None]
     unknown = sum(1 for r in rows if r["estimate_s"] is None
