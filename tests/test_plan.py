@@ -50,7 +50,7 @@ def test_plan_reads_each_seeds_state_and_estimates_from_finished_runs(tmp_path):
     write_run(tmp_path, runs["plain-f0.25"], 1, wall=240.0)
     write_run(tmp_path, runs["plain-f0.25"], 2, status=None, checkpoint=True)  # started
     write_run(tmp_path, runs["ellipse-eps0-f0.25"], 0, wall=420.0)
-    write_run(tmp_path, runs["ellipse-eps0-f0.25"], 1, status="diverged")
+    write_run(tmp_path, runs["ellipse-eps0-f0.25"], 1, status="diverged")  # trains again
     write_run(tmp_path, runs["ellipse-eps0-f0.25"], 2, status=None)  # no checkpoint yet
     write_run(tmp_path, runs["plain-wide-f0.25"], 0, lr=0.02)  # another configuration
     before = files(tmp_path)
@@ -64,8 +64,8 @@ def test_plan_reads_each_seeds_state_and_estimates_from_finished_runs(tmp_path):
     assert states("plain-f0.25") == ([0, 1], [], [2], [], [])
     assert rows["plain-f0.25"]["wall_s"] == 270.0
     assert rows["plain-f0.25"]["estimate_s"] == 270.0  # the one to resume, in full
-    assert states("ellipse-eps0-f0.25") == ([0], [1], [], [2], [])
-    assert rows["ellipse-eps0-f0.25"]["estimate_s"] == 420.0
+    assert states("ellipse-eps0-f0.25") == ([0], [], [], [1, 2], [])
+    assert rows["ellipse-eps0-f0.25"]["estimate_s"] == 840.0
     # another start of the same network costs what the finished one did
     assert states("ellipse-eps0.3-f0.25") == ([], [], [], [0, 1, 2], [])
     assert rows["ellipse-eps0.3-f0.25"]["estimate_s"] == 3 * 420.0
@@ -75,11 +75,11 @@ def test_plan_reads_each_seeds_state_and_estimates_from_finished_runs(tmp_path):
     text = format_plan(list(rows.values()))
     assert ("refused: plain-wide-f0.25/seed_0 holds a finished run of another configuration "
             "(lr: saved 0.02") in text
-    # plain: 1 to resume (270 s); ellipse ε = 0: 1 (420 s); ε = 0.03 ... 1 and independent
+    # plain: 1 to resume (270 s); ellipse ε = 0: 2 (420 s); ε = 0.03 ... 1 and independent
     # draws, the same network: 5 × 3 × 420 s; plain-wide 2 and experts 3, with nothing to go by
     assert rows["ellipse-independent-f0.25"]["estimate_s"] == 3 * 420.0
     assert text.splitlines()[-1] == (
-        "22 run(s) to train or resume: about 116 min for the configurations with a finished "
+        "23 run(s) to train or resume: about 124 min for the configurations with a finished "
         "run to go by, 2 without one")
 
 
@@ -92,6 +92,10 @@ def test_plan_of_a_tuned_preset_counts_the_chosen_values_later_runs_once(tmp_pat
     assert all(r["seeds"] == [0] and r["chosen_later"] == [1, 2] for r in rows)
     mine = next(r for r in rows if r["name"] == "metric-lr0.01")
     assert mine["finished"] == [0, 1] and mine["to train"] == []
+    write_run(tmp_path, runs["metric-lr0.04"], 0, status="diverged")  # a result, kept
+    again = {r["name"]: r for r in sweep_plan(preset, tmp_path)}
+    assert again["metric-lr0.04"]["diverged"] == [0] and again["metric-lr0.04"]["to train"] == []
+    (tmp_path / "metric-lr0.04").rename(tmp_path / "elsewhere")
     # the rest of the grid on seed 0
     assert sum(len(r["to train"]) for r in rows) == 2 * len(preset.tune[1]) - 1
     # two methods, each with seeds 1 and 2 to run once chosen; seed 1 of one is done
@@ -271,6 +275,12 @@ def test_plan_decides_each_runs_state_as_the_trainer_does(tmp_path):
     write_run(tmp_path, config, 2, extra={"dropped_key": None})  # a key no longer in the config
     write_run(tmp_path, config, 3, status="running", checkpoint=True, epochs=7)
     write_run(tmp_path, config, 4, status="running", checkpoint=True, lr=0.5)
+    write_run(tmp_path, config, 5, status="diverged")  # an untuned preset trains it again
+    write_run(tmp_path, config, 6)
+    summary = json.loads((root / "seed_6" / "summary.json").read_text())
+    (root / "seed_6" / "summary.json").write_text(json.dumps({**summary, "final": None}))
+    write_run(tmp_path, config, 7, status=None)
+    (root / "seed_7" / "summary.json").write_text("[1, 2]")  # JSON, not a summary
     assert plan(0) == ("to train", None)
     state, why = plan(1)
     assert state == "refused" and why.startswith("has a summary.json that cannot be read")
@@ -278,6 +288,10 @@ def test_plan_decides_each_runs_state_as_the_trainer_does(tmp_path):
     assert plan(3) == ("resumes", None)
     state, why = plan(4)
     assert state == "refused" and "lr: saved 0.5" in why and "cannot be resumed" in why
+    assert plan(5) == ("to train", None)
+    state, why = plan(6)
+    assert state == "refused" and why.startswith("has a completed summary.json without final")
+    assert plan(7) == ("to train", None)
     text = format_plan(sweep_plan(preset, tmp_path, seeds=[1, 4], overrides=TINY,
                                   labels=["metric"]))
     assert "refused: metric/seed_1 has a summary.json that cannot be read" in text
@@ -289,6 +303,8 @@ def test_plan_decides_each_runs_state_as_the_trainer_does(tmp_path):
         return train(mine, root / f"seed_{seed}", log=lambda m: None, progress=False)
 
     assert run(0)["status"] == "completed"  # trained over the stray config.json
+    assert run(5)["status"] == "completed"  # the diverged run, trained again
+    assert run(7)["status"] == "completed"
     with pytest.raises(CheckpointError, match=r"summary\.json that cannot be read"):
         run(1)
     before = (root / "seed_2" / "summary.json").read_text()

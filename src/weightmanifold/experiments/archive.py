@@ -99,7 +99,8 @@ def finished_summary(run_dir: str | Path, config: Mapping[str, Any],
             done = json.load(f)
     except (OSError, ValueError):
         return None
-    if done.get("status") not in statuses or not isinstance(done.get("config"), dict):
+    if not isinstance(done, dict) or done.get("status") not in statuses \
+            or not isinstance(done.get("config"), dict):
         return None
     return done if same_run(done["config"], config) else None
 
@@ -170,8 +171,8 @@ def refuse_training_over(out: Path, mine: dict[str, Any], checkpoint: Path) -> N
     """
     why = training_refusal(out, mine, checkpoint)
     if why is not None:
-        raise CheckpointError(f"{out} {why}; run it with its own configuration, move it "
-                              "away, or train into another directory")
+        raise CheckpointError(f"{out} {why}; move it away to train here, or train into "
+                              "another directory")
 
 
 def _unfinished_runs(source: Path) -> list[Path]:

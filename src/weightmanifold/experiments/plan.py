@@ -5,14 +5,24 @@ sweep directory, read from its files and nothing else (no data is loaded, nothin
 is trained or written):
 
 * ``finished``: a ``summary.json`` that completed, of this configuration;
-* ``diverged``: a ``summary.json`` that diverged, of this configuration (the sweep
-  keeps it: a result, not an error);
-* ``resumes``: a run of this configuration that has started and not finished (its
-  ``config.json`` and a checkpoint): the sweep continues it from the checkpoint;
-* ``to train``: no run yet (a ``config.json`` with no checkpoint trains from the
+* ``diverged``: a ``summary.json`` that diverged, of this configuration, in a preset
+  that tunes a learning rate (the sweep keeps it: a result, not an error; any other
+  sweep trains it again, from its checkpoint if it has one);
+* ``resumes``: a run that has started and not finished (a checkpoint), of this
+  configuration up to what a resume may change (the epochs, the placement): the
+  sweep continues it from the checkpoint;
+* ``to train``: no run yet, or files no finished result is lost with (a
+  ``config.json`` of another configuration with no checkpoint trains from the
   start too);
-* ``refused``: a run of another configuration: the sweep refuses it, naming the keys
-  that differ, and trains nothing over it.
+* ``refused``: what the sweep stops at and trains nothing over, with the reason: a
+  finished run of another configuration with no checkpoint (an archived result),
+  an unreadable ``summary.json`` beside no checkpoint, or a checkpoint of another
+  configuration.
+
+The states are the trainer's own decisions
+(:func:`~weightmanifold.experiments.archive.finished_summary`,
+:func:`~weightmanifold.experiments.archive.training_refusal`), read without
+loading a checkpoint.
 
 With the wall times of the runs already finished it estimates the time left: each
 seed still to train (or to resume, in full) costs the mean wall time of the finished
@@ -60,28 +70,32 @@ def _read(path: Path) -> dict[str, Any] | None:
 
 
 def _state(run_dir: Path, mine: dict[str, Any], checkpoint: str = "checkpoints/last.pt",
-           resumable: frozenset[str] = frozenset(RESUMABLE_CHANGES)
-           ) -> tuple[str, float | None, str | None]:
+           resumable: frozenset[str] = frozenset(RESUMABLE_CHANGES),
+           final: tuple[str, ...] = ("completed",)) -> tuple[str, float | None, str | None]:
     """``(state, wall seconds of a finished run, why it is refused)``, as the trainer
-    decides: a finished run of ``mine`` is not retrained
+    decides: a run of ``mine`` whose status is in ``final`` is not retrained
     (:func:`~weightmanifold.experiments.archive.finished_summary`); without a
     checkpoint, an archived result is never trained over
     (:func:`~weightmanifold.experiments.archive.training_refusal`) and anything else
     is trained; a checkpoint resumes unless its run differs in more than
-    ``resumable`` (judged from the run's ``summary.json`` or ``config.json``, which
-    record the configuration its checkpoint saves). ``checkpoint``: where in
-    ``run_dir`` an unfinished run keeps its checkpoint."""
-    done = finished_summary(run_dir, mine, ("completed", "diverged"))
+    ``resumable`` (judged from the ``config.json`` every start of the run rewrites,
+    else its ``summary.json``). ``checkpoint``: where in ``run_dir`` an unfinished
+    run keeps its checkpoint."""
+    done = finished_summary(run_dir, mine, final)
     if done is not None and done["status"] == "diverged":
         return "diverged", None, None
+    if done is not None and done.get("final") is None:
+        # the trainer keeps it, and the sweep then cannot tabulate it
+        return "refused", None, ("has a completed summary.json without final metrics: "
+                                 "move it away to train here")
     if done is not None:
         wall = done.get("wall_time_s")
         return "finished", float(wall) if isinstance(wall, (int, float)) else None, None
     if not (run_dir / checkpoint).exists():
         why = training_refusal(run_dir, mine, run_dir / checkpoint)
         return ("to train", None, None) if why is None else ("refused", None, why)
-    saved = (_read(run_dir / "summary.json") or {}).get("config") or _read(
-        run_dir / "config.json")
+    saved = _read(run_dir / "config.json") or (_read(run_dir / "summary.json") or {}).get(
+        "config")
     mismatch = configuration_mismatch(saved, mine, ignore=resumable, hint=False) \
         if isinstance(saved, dict) else ""
     if mismatch:
@@ -92,13 +106,14 @@ def _state(run_dir: Path, mine: dict[str, Any], checkpoint: str = "checkpoints/l
 
 def _read_seeds(row: dict[str, Any], runs: Sequence[tuple[int, Path, dict[str, Any]]], *,
                 checkpoint: str = "checkpoints/last.pt",
-                resumable: frozenset[str] = frozenset(RESUMABLE_CHANGES)) -> None:
+                resumable: frozenset[str] = frozenset(RESUMABLE_CHANGES),
+                final: tuple[str, ...] = ("completed",)) -> None:
     """Fill ``row``'s state lists, ``refused_because`` and ``wall_s`` from each seed's run
     (``(seed, its directory, its configuration)``). A seed outside ``row["seeds"]`` is
     listed only once it has a run: it trains only if a later choice picks it."""
     walls = []
     for seed, run_dir, mine in runs:
-        state, wall, why = _state(run_dir, mine, checkpoint, resumable)
+        state, wall, why = _state(run_dir, mine, checkpoint, resumable, final)
         if seed not in row["seeds"] and state in ("to train", "resumes"):
             continue
         row[state].append(seed)
@@ -145,6 +160,8 @@ def sweep_plan(preset: Preset, root: str | Path, *, scale: str = "cpu",
                        overrides=overrides, init=init)
     seeds = list(seeds) if seeds is not None else preset.seeds(scale)
     grid_seeds = preset.grid_seeds(seeds)
+    # in a tuned grid a diverged run is a result; elsewhere the sweep trains it again
+    final = ("completed", "diverged") if preset.tune is not None else ("completed",)
     rows = []
     for run in runs:
         name = run.folder
@@ -154,7 +171,8 @@ def sweep_plan(preset: Preset, root: str | Path, *, scale: str = "cpu",
                                "refused_because": {}}
         # a later seed of a grid value runs only if the tuning chooses the value
         _read_seeds(row, [(s, root / name / f"seed_{s}", run.config.replace(
-            seed=s, name=f"{run.config.name}/seed_{s}").to_dict()) for s in seeds])
+            seed=s, name=f"{run.config.name}/seed_{s}").to_dict()) for s in seeds],
+            final=final)
         rows.append(row)
     # the same method, or else the same network (another start, rate or x), elsewhere here
     by_label: dict[str, list[float]] = {}
