@@ -388,9 +388,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "finished on the seeds it tunes on")
     p.add_argument("--plan", action="store_true",
                    help="train nothing, write nothing: list each configuration of the "
-                        "selection with the seeds finished, diverged, to resume, to train "
-                        "and refused (a run of another configuration), and estimate the "
-                        "time left from the wall times of the runs already finished")
+                        "selection with the seeds finished, diverged (in a tuned grid), to "
+                        "resume, to train and refused (what the sweep would stop at: a "
+                        "finished run or a checkpoint of another configuration, an "
+                        "unreadable summary), as the trainer decides, and estimate the "
+                        "time left from the training times of the runs already finished")
     _add_run_options(p, "where sweeps go")
     p.set_defaults(func=_cmd_sweep)
 
