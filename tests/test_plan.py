@@ -92,15 +92,15 @@ def test_plan_of_a_tuned_preset_counts_the_chosen_values_later_runs_once(tmp_pat
     assert all(r["seeds"] == [0] and r["chosen_later"] == [1, 2] for r in rows)
     mine = next(r for r in rows if r["name"] == "metric-lr0.01")
     assert mine["finished"] == [0, 1] and mine["to train"] == []
-    write_run(tmp_path, runs["metric-lr0.04"], 0, status="diverged")  # a result, kept
-    again = {r["name"]: r for r in sweep_plan(preset, tmp_path)}
-    assert again["metric-lr0.04"]["diverged"] == [0] and again["metric-lr0.04"]["to train"] == []
-    (tmp_path / "metric-lr0.04").rename(tmp_path / "elsewhere")
     # the rest of the grid on seed 0
     assert sum(len(r["to train"]) for r in rows) == 2 * len(preset.tune[1]) - 1
     # two methods, each with seeds 1 and 2 to run once chosen; seed 1 of one is done
     assert format_plan(rows, tuned="lr").splitlines()[-1] == (
         "then, per method, the lr chosen on validation on its other seeds: 3 more run(s)")
+    # in a tuned grid a diverged run is a result, kept
+    write_run(tmp_path, runs["metric-lr0.04"], 0, status="diverged")
+    again = {r["name"]: r for r in sweep_plan(preset, tmp_path)}
+    assert again["metric-lr0.04"]["diverged"] == [0] and again["metric-lr0.04"]["to train"] == []
 
 
 def test_plan_says_what_the_sweep_then_does(tmp_path):
