@@ -186,3 +186,39 @@ def test_finished_run_under_another_name_or_unreadable_is_not_overwritten(tmp_pa
     with pytest.raises(CheckpointError, match=r"summary.json that cannot be read .* move it away"):
         train(config, tmp_path / "b", **quiet())
     assert (tmp_path / "b" / "summary.json").read_text() == "{not json"
+
+
+def test_finished_seeds_leaves_out_what_it_cannot_count_and_says_why(tmp_path):
+    """The sweep counts a seed as finished exactly when finished_summary does and the run has
+    final metrics; a summary.json it cannot read (truncated, or JSON that is not an object)
+    is left out with its reason instead of crashing the tabulation of every other run."""
+    from weightmanifold.experiments.sweep import _status, finished_seeds
+
+    config = RunConfig(**TINY, name="r")
+
+    def mine(seed: int, **change) -> dict:
+        return config.replace(seed=seed, name=f"r/seed_{seed}", **change).to_dict()
+
+    root = tmp_path / "r"
+    write_summary(root / "seed_0", **mine(0))
+    (root / "seed_1").mkdir()
+    (root / "seed_1" / "summary.json").write_text("{not json")
+    (root / "seed_2").mkdir()
+    (root / "seed_2" / "summary.json").write_text("[1, 2]")
+    write_summary(root / "seed_3", **mine(3, lr=0.2))
+    (root / "seed_4").mkdir()
+    (root / "seed_4" / "summary.json").write_text(json.dumps(
+        {"status": "completed", "config": mine(4), "final": None}))
+    write_summary(root / "seed_5", status="diverged", **mine(5))
+    said: list[str] = []
+    assert finished_seeds(root, range(7), config, log=said.append) == [0]
+    assert len(said) == 4, said
+    assert "seed_1: a summary.json that cannot be read" in said[0]
+    assert "seed_2: a summary.json that is not a JSON object" in said[1]
+    assert "seed_3: a run of another configuration, left out (lr: saved 0.2, now 0.05)" \
+        in said[2]
+    assert "seed_4: completed without final metrics" in said[3]
+    assert [finished_summary(root / f"seed_{k}", mine(k)) is not None
+            for k in range(7)] == [True, False, False, False, True, False, False]
+    assert [_status(root, k) for k in range(7)] == ["completed", None, None, "completed",
+                                                   "completed", "diverged", None]

@@ -32,8 +32,8 @@ from typing import Any
 from .checkpoint import CheckpointError
 
 __all__ = ["ARCHIVE_MAX_BYTES", "PLACEMENT_KEYS", "archive_sweep", "configuration_mismatch",
-           "finished_summary", "inert_keys", "refuse_training_over", "same_run",
-           "training_refusal"]
+           "finished_run", "finished_summary", "inert_keys", "read_summary",
+           "refuse_training_over", "same_run", "training_refusal"]
 
 #: configuration keys that say where, with how many threads and how often checkpointed a
 #: run ran, not what it computed: two runs that differ only in them are the same run
@@ -84,6 +84,48 @@ def inert_keys(config: Mapping[str, Any]) -> frozenset[str]:
     return frozenset({"init"}) if config.get("method") in _NO_MANIFOLD else frozenset()
 
 
+def read_summary(run_dir: str | Path) -> tuple[dict[str, Any] | None, str | None]:
+    """``(the summary.json of run_dir, None)``, or ``(None, why it cannot be read)``.
+
+    ``(None, None)`` when there is none; a file that is not JSON, or JSON that is not
+    an object, cannot be read.
+    """
+    path = Path(run_dir) / "summary.json"
+    if not path.exists():
+        return None, None
+    try:
+        with open(path) as f:
+            done = json.load(f)
+    except (OSError, ValueError) as err:
+        return None, f"a summary.json that cannot be read ({err})"
+    if not isinstance(done, dict):
+        return None, "a summary.json that is not a JSON object"
+    return done, None
+
+
+def finished_run(run_dir: str | Path, config: Mapping[str, Any],
+                 statuses: tuple[str, ...] = ("completed",)
+                 ) -> tuple[dict[str, Any] | None, str | None]:
+    """``(the summary of the finished run of config in run_dir, None)``, or ``(None, why
+    not)``.
+
+    The reason is ``None`` where nothing finished there (no ``summary.json``, or a
+    status not in ``statuses``: a run still training or killed); otherwise it says
+    what is there instead: an unreadable summary, or a run of another configuration
+    (:func:`configuration_mismatch`, up to :data:`PLACEMENT_KEYS`).
+    """
+    done, why = read_summary(run_dir)
+    if done is None or done.get("status") not in statuses:
+        return None, why
+    saved = done.get("config")
+    if not isinstance(saved, dict):
+        return None, "a summary.json that records no configuration"
+    mismatch = configuration_mismatch(saved, dict(config), ignore=PLACEMENT_KEYS)
+    if mismatch:
+        return None, f"a run of another configuration, left out ({mismatch})"
+    return done, None
+
+
 def finished_summary(run_dir: str | Path, config: Mapping[str, Any],
                      statuses: tuple[str, ...] = ("completed",)) -> dict[str, Any] | None:
     """The summary of the finished run in ``run_dir`` of ``config``, or ``None``.
@@ -91,18 +133,9 @@ def finished_summary(run_dir: str | Path, config: Mapping[str, Any],
     ``None`` when there is no readable ``summary.json``, when its status is not
     one of ``statuses`` (``"diverged"`` may count as final where a divergence is
     a result, as for a learning rate too large), or when it records another
-    configuration (:func:`same_run`).
+    configuration (:func:`same_run`). :func:`finished_run` also says why.
     """
-    path = Path(run_dir) / "summary.json"
-    try:
-        with open(path) as f:
-            done = json.load(f)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(done, dict) or done.get("status") not in statuses \
-            or not isinstance(done.get("config"), dict):
-        return None
-    return done if same_run(done["config"], config) else None
+    return finished_run(run_dir, config, statuses)[0]
 
 
 def configuration_mismatch(saved: dict[str, Any], mine: dict[str, Any], *,

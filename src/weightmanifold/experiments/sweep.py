@@ -35,11 +35,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .archive import PLACEMENT_KEYS
+from .archive import finished_run, read_summary
 from .checkpoint import atomic_write_bytes, atomic_write_csv, atomic_write_json
 from .config import RunConfig
 from .presets import Preset, PresetRun
-from .trainer import RunData, aggregate_seeds, configuration_mismatch, load_run_data, run_seeds
+from .trainer import RunData, aggregate_seeds, load_run_data, run_seeds
 
 __all__ = ["METRICS", "markdown_tables", "paired_difference", "paired_differences", "run_sweep",
            "select_runs", "select_tuned", "sweep_rows", "t_quantile_975"]
@@ -92,41 +92,37 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, float
 
 def finished_seeds(run_dir: Path, seeds: Sequence[int], config: RunConfig | None = None,
                    log: Callable[[str], None] | None = None) -> list[int]:
-    """The seeds among ``seeds`` whose run under ``run_dir`` completed (``summary.json``).
+    """The seeds among ``seeds`` whose run under ``run_dir`` completed with final metrics.
 
     With ``config``, a seed counts only if its run is of that configuration (at
     that seed, up to placement; see
-    :func:`~weightmanifold.experiments.archive.same_run`); ``log`` is told which
-    runs of another configuration were left out, and why.
+    :func:`~weightmanifold.experiments.archive.finished_run`); ``log`` is told which
+    runs were left out, and why: one of another configuration, a ``summary.json``
+    that cannot be read, or a completed run without final metrics.
     """
     done = []
     for seed in seeds:
-        path = run_dir / f"seed_{seed}" / "summary.json"
-        if path.exists():
-            with open(path) as f:
-                summary = json.load(f)
-            if summary.get("status") != "completed" or summary.get("final") is None:
-                continue
-            if config is not None:
-                mine = config.replace(seed=seed, name=f"{config.name}/seed_{seed}").to_dict()
-                mismatch = configuration_mismatch(summary.get("config") or {}, mine,
-                                                  ignore=PLACEMENT_KEYS)
-                if mismatch:
-                    if log is not None:
-                        log(f"{path.parent}: a run of another configuration, left out "
-                            f"({mismatch})")
-                    continue
+        run = run_dir / f"seed_{seed}"
+        if config is None:
+            summary, why = read_summary(run)
+            if summary is not None and summary.get("status") != "completed":
+                summary = None
+        else:
+            mine = config.replace(seed=seed, name=f"{config.name}/seed_{seed}").to_dict()
+            summary, why = finished_run(run, mine)
+        if summary is not None and summary.get("final") is None:
+            why = "completed without final metrics, left out: move it away to train it again"
+        elif summary is not None:
             done.append(seed)
+        if why is not None and log is not None:
+            log(f"{run}: {why}")
     return done
 
 
 def _status(run_dir: Path, seed: int) -> str | None:
-    """The recorded status of ``run_dir/seed_<seed>`` (``None``: no summary yet)."""
-    path = run_dir / f"seed_{seed}" / "summary.json"
-    if not path.exists():
-        return None
-    with open(path) as f:
-        return json.load(f).get("status")
+    """The recorded status of ``run_dir/seed_<seed>`` (``None``: no readable summary)."""
+    summary, _ = read_summary(run_dir / f"seed_{seed}")
+    return None if summary is None else summary.get("status")
 
 
 def _summaries(root: Path, seeds: Sequence[int]) -> list[dict[str, Any]]:
