@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -101,6 +102,14 @@ def test_plan_of_a_tuned_preset_counts_the_chosen_values_later_runs_once(tmp_pat
     write_run(tmp_path, runs["metric-lr0.04"], 0, status="diverged")
     again = {r["name"]: r for r in sweep_plan(preset, tmp_path)}
     assert again["metric-lr0.04"]["diverged"] == [0] and again["metric-lr0.04"]["to train"] == []
+    # a grid tuned on several seeds stops a value at its first diverged seed, as run_seeds
+    on_all = dataclasses.replace(preset, tune_seeds=None)
+    write_run(tmp_path, runs["metric-lr0.04"], 2, status="diverged")
+    stops = {r["name"]: r for r in sweep_plan(on_all, tmp_path)}
+    assert stops["metric-lr0.04"]["seeds"] == [0, 1, 2]
+    assert stops["metric-lr0.04"]["diverged"] == [0, 2]
+    assert stops["metric-lr0.04"]["to train"] == []
+    assert stops["metric-lr0.02"]["to train"] == [0, 1, 2]
 
 
 def test_plan_says_what_the_sweep_then_does(tmp_path):

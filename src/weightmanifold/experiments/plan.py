@@ -109,13 +109,17 @@ def _read_seeds(row: dict[str, Any], runs: Sequence[tuple[int, Path, dict[str, A
                 resumable: frozenset[str] = frozenset(RESUMABLE_CHANGES),
                 final: tuple[str, ...] = ("completed",)) -> None:
     """Fill ``row``'s state lists, ``refused_because`` and ``wall_s`` from each seed's run
-    (``(seed, its directory, its configuration)``). A seed outside ``row["seeds"]`` is
-    listed only once it has a run: it trains only if a later choice picks it."""
+    (``(seed, its directory, its configuration)``, in the order the sweep trains them).
+    A seed outside ``row["seeds"]`` is listed only once it has a run: it trains only if
+    a later choice picks it. Nor is one after a diverged seed (where ``final`` counts a
+    divergence as a result): the sweep stops that configuration there."""
     walls = []
+    stopped = False
     for seed, run_dir, mine in runs:
         state, wall, why = _state(run_dir, mine, checkpoint, resumable, final)
-        if seed not in row["seeds"] and state in ("to train", "resumes"):
+        if (stopped or seed not in row["seeds"]) and state in ("to train", "resumes"):
             continue
+        stopped = stopped or state == "diverged"
         row[state].append(seed)
         if why is not None:
             row["refused_because"][seed] = why
