@@ -125,7 +125,9 @@ def test_plan_says_what_the_sweep_then_does(tmp_path):
     assert [r["finished"] for r in after] == [[0], [0]]
     for r in after:
         summary = json.loads((tmp_path / r["name"] / "seed_0" / "summary.json").read_text())
-        assert r["wall_s"] == summary["wall_time_s"] and r["estimate_s"] == 0.0
+        # the whole run, evaluations included, not only its training steps
+        assert r["wall_s"] == summary["run_time_s"] > summary["wall_time_s"]
+        assert r["estimate_s"] == 0.0
     assert format_plan(after).splitlines()[-1].startswith("0 run(s) to train or resume")
     # the same selection as the sweep: its errors too
     with pytest.raises(ValueError, match="unknown label"):

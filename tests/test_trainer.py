@@ -122,6 +122,51 @@ def test_resume_in_process_mid_epoch_equals_uninterrupted(tmp_path, data):
         read(tmp_path / "full" / "metrics.csv").splitlines()[-1]
 
 
+def test_run_time_counts_the_evaluations_across_resumes(tmp_path, data, monkeypatch):
+    """``wall_time_s`` counts training steps only; ``run_time_s`` the whole run, each
+    evaluation included, summed over the sessions of a resumed run, and ``None`` once
+    resumed from a checkpoint that predates it (its total is unknown)."""
+    import types
+
+    from weightmanifold.experiments import trainer as trainer_module
+    from weightmanifold.experiments.checkpoint import save_checkpoint
+
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += 1.0  # every reading one second later
+        return now[0]
+
+    evaluate = Trainer._evaluate
+
+    def slow_evaluate(self) -> None:
+        now[0] += 100.0  # an evaluation takes 100 s of the fake clock
+        evaluate(self)
+
+    monkeypatch.setattr(trainer_module, "time", types.SimpleNamespace(perf_counter=clock))
+    monkeypatch.setattr(Trainer, "_evaluate", slow_evaluate)
+    full = train(tiny(), tmp_path / "full", data=data, **quiet())
+    assert full["epochs_completed"] == 2
+    assert full["run_time_s"] >= full["wall_time_s"] + 2 * 100  # two evaluations
+    assert full["wall_time_s"] < 100  # the steps only
+    part = train(tiny(max_steps=4), tmp_path / "part", data=data, **quiet())
+    assert part["run_time_s"] >= part["wall_time_s"] + 100
+    rest = train(tiny(), tmp_path / "part", data=data, **quiet())
+    # the first session's time, then the two epochs' evaluations of the second
+    assert rest["run_time_s"] >= part["run_time_s"] + 2 * 100
+    assert json.loads(read(tmp_path / "part" / "summary.json"))["run_time_s"] == \
+        rest["run_time_s"]
+    # a checkpoint written before run_time was kept: the total is unknown, not a part
+    train(tiny(max_steps=4), tmp_path / "old", data=data, **quiet())
+    ckpt = tmp_path / "old" / "checkpoints" / "last.pt"
+    state = load_checkpoint(ckpt)
+    del state["run_time"]
+    save_checkpoint(ckpt, state)
+    old = train(tiny(), tmp_path / "old", data=data, **quiet())
+    assert old["run_time_s"] is None and old["wall_time_s"] > 0
+    assert old["final"] == full["final"]
+
+
 def _cli(run_dir: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "weightmanifold", "train", "--runs-dir", str(run_dir),
             "--name", "k", "--dataset", "synthetic", "--widths", "4", "8", "8", "--hidden",

@@ -392,7 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "resume, to train and refused (what the sweep would stop at: a "
                         "finished run or a checkpoint of another configuration, an "
                         "unreadable summary), as the trainer decides, and estimate the "
-                        "time left from the training times of the runs already finished")
+                        "time left from the wall times of the runs already finished (whole "
+                        "runs with their evaluations where recorded, else training steps)")
     _add_run_options(p, "where sweeps go")
     p.set_defaults(func=_cmd_sweep)
 

@@ -28,6 +28,8 @@ With the wall times of the runs already finished it estimates the time left: eac
 seed still to train (or to resume, in full) costs the mean wall time of the finished
 seeds of its configuration, or else of the same method elsewhere in the sweep, or
 else of the same network (another start, learning rate or x) elsewhere in it. A
+run's wall time is its ``run_time_s`` (the whole run, its evaluations included)
+where its summary records it, else its ``wall_time_s`` (its training steps only). A
 preset that tunes a key runs its grid on its first seeds and then the chosen value
 on the others: those later runs are counted once per method (``chosen later``).
 
@@ -89,7 +91,10 @@ def _state(run_dir: Path, mine: dict[str, Any], checkpoint: str = "checkpoints/l
         return "refused", None, ("has a completed summary.json without final metrics: "
                                  "move it away to train here")
     if done is not None:
-        wall = done.get("wall_time_s")
+        # the whole run where recorded, its evaluations included; else its steps only
+        wall = done.get("run_time_s")
+        if not isinstance(wall, (int, float)):
+            wall = done.get("wall_time_s")
         return "finished", float(wall) if isinstance(wall, (int, float)) else None, None
     if not (run_dir / checkpoint).exists():
         why = training_refusal(run_dir, mine, run_dir / checkpoint)

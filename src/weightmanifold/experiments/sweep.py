@@ -138,7 +138,9 @@ def sweep_rows(runs: Sequence[PresetRun], aggregates: Sequence[dict[str, Any]],
     """One table row per configuration from its seed aggregate.
 
     With the sweep's ``root``, rows also carry the parameter count, the counted
-    training FLOPs per example and the mean wall time of the runs.
+    training FLOPs per example and the mean wall time of the runs: ``wall_time_s``
+    (their training steps) and ``run_time_s`` (the whole runs, evaluations included;
+    ``None`` unless every seed recorded it).
     """
     rows = []
     for run, agg in zip(runs, aggregates, strict=True):
@@ -155,6 +157,9 @@ def sweep_rows(runs: Sequence[PresetRun], aggregates: Sequence[dict[str, Any]],
             row["parameters"] = summaries[0]["parameters"]
             row["train_flops_per_example"] = summaries[0].get("train_flops_per_example")
             row["wall_time_s"] = sum(x["wall_time_s"] for x in summaries) / len(summaries)
+            # the whole run, evaluations included: only where every seed recorded it
+            whole = [x.get("run_time_s") for x in summaries]
+            row["run_time_s"] = None if None in whole else sum(whole) / len(whole)
         rows.append(row)
     return rows
 

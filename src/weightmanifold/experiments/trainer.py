@@ -261,6 +261,11 @@ class Trainer:
         #: history ``record`` and its ``model`` weights), checkpointed with the run
         self.best: dict[str, Any] | None = None
         self.elapsed = 0.0
+        #: seconds from the start of training to the last record, every evaluation (the
+        #: validation each epoch, the final test) included, summed over resumed sessions;
+        #: ``None`` when resumed from a checkpoint that did not keep it
+        self.run_time: float | None = 0.0
+        self._clock: float | None = None
         self.status = "running"
         self.flops = training_flops_per_example(self.model, self.task, self.data,
                                                 min(config.batch_size, len(self.data.train_x)))
@@ -289,10 +294,19 @@ class Trainer:
             "loss_count": self.loss_count,
             "history": self.history,
             "elapsed": self.elapsed,
+            "run_time": self.run_time,
             "best": self.best,
         }
 
+    def _tick(self) -> None:
+        """Add the time since the last tick of this session to ``run_time``."""
+        now = time.perf_counter()
+        if self._clock is not None and self.run_time is not None:
+            self.run_time += now - self._clock
+        self._clock = now
+
     def _save(self) -> None:
+        self._tick()
         if self.rank == 0:
             save_checkpoint(self.checkpoint_path, self.state())
         if self.world > 1:
@@ -329,6 +343,7 @@ class Trainer:
                     "history", "elapsed"):
             setattr(self, key, state[key])
         self.best = state.get("best")
+        self.run_time = state.get("run_time")  # None: a checkpoint from before it was kept
         return True
 
     # -- the loop ------------------------------------------------------------------------------
@@ -390,6 +405,7 @@ class Trainer:
         c = self.config
         self.out.mkdir(parents=True, exist_ok=True)
         resumed = self.resume()
+        self._clock = time.perf_counter()
         if resumed and self._done():
             self.log(f"{self.out} is complete ({self.global_step} steps): not retrained")
         elif resumed:
@@ -566,6 +582,12 @@ class Trainer:
 
     # -- results --------------------------------------------------------------------------------
     def summary(self, message: str | None = None) -> dict[str, Any]:
+        """The run's record: status, final metrics, configuration and cost.
+
+        ``wall_time_s`` counts the training steps only; ``run_time_s`` the whole run
+        from its first step to its last record, evaluations included (``None`` for a
+        run resumed from a checkpoint that predates it), as of the last record written.
+        """
         final = self.history[-1] if self.history else None
         if final is not None and "selected_epoch" in final and self.best is not None \
                 and "record" in self.best:
@@ -588,12 +610,14 @@ class Trainer:
             "parameters": count_parameters(self.model),
             "train_flops_per_example": self.flops,
             "wall_time_s": self.elapsed,
+            "run_time_s": self.run_time,
             "final": final,
             "config": self.config.to_dict(),
             "software": software(),
         }
 
     def _write_results(self, message: str | None = None) -> None:
+        self._tick()
         if self.rank != 0:
             return
         rows = [{k: v for k, v in r.items() if not k.endswith("by_condition")}
