@@ -256,6 +256,10 @@ def test_training_resumes_exactly_after_a_kill(tmp_path):
     resumed = train_denoiser(config, tmp_path / "b", images(), images("test"), progress=False,
                              log=lambda _: None)
     assert resumed["final"] == straight["final"] and resumed["history"] == straight["history"]
+    # the whole run, the final evaluation included, over both sessions of the resumed one
+    for run in (straight, resumed):
+        assert run["run_time_s"] > run["wall_time_s"] > 0
+    assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["run_time_s"] > 0
     a, b = (load_checkpoint(tmp_path / d / "checkpoint.pt") for d in "ab")
     for key in ("model", "ema"):
         for x, y in zip(a[key].values(), b[key].values(), strict=True):
