@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ pytest.importorskip("diffusers")
 pytest.importorskip("torchmetrics")
 
 import weightmanifold as wm
-from weightmanifold.experiments.checkpoint import CheckpointError, load_checkpoint
+from weightmanifold.experiments.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from weightmanifold.experiments.config import ConfigError
 from weightmanifold.experiments.diffusion import (
     Denoiser,
@@ -253,13 +254,22 @@ def test_training_resumes_exactly_after_a_kill(tmp_path):
     stopped = train_denoiser(config, tmp_path / "b", images(), images("test"), progress=False,
                              log=lambda _: None, stop_after=3)
     assert stopped == {"status": "stopped", "step": 3}
+    first_session = load_checkpoint(tmp_path / "b" / "checkpoint.pt")["run_time_s"]
+    shutil.copytree(tmp_path / "b", tmp_path / "old")
     resumed = train_denoiser(config, tmp_path / "b", images(), images("test"), progress=False,
                              log=lambda _: None)
     assert resumed["final"] == straight["final"] and resumed["history"] == straight["history"]
     # the whole run, the final evaluation included, over both sessions of the resumed one
     for run in (straight, resumed):
         assert run["run_time_s"] > run["wall_time_s"] > 0
-    assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["run_time_s"] > 0
+    assert resumed["run_time_s"] > first_session > 0
+    # resumed from a checkpoint written before run_time_s was kept: unknown, not a part
+    old = load_checkpoint(tmp_path / "old" / "checkpoint.pt")
+    del old["run_time_s"]
+    save_checkpoint(tmp_path / "old" / "checkpoint.pt", old)
+    unknown = train_denoiser(config, tmp_path / "old", images(), images("test"),
+                             progress=False, log=lambda _: None)
+    assert unknown["run_time_s"] is None and unknown["final"] == straight["final"]
     a, b = (load_checkpoint(tmp_path / d / "checkpoint.pt") for d in "ab")
     for key in ("model", "ema"):
         for x, y in zip(a[key].values(), b[key].values(), strict=True):

@@ -26,9 +26,10 @@ def files(root: Path) -> set[Path]:
 
 def write_run(root: Path, config, seed: int, *, status: str | None = "completed",
               wall: float = 60.0, checkpoint: bool = False, extra: dict | None = None,
-              **changes) -> None:
+              run_time: float | None = None, **changes) -> None:
     """The files a run of ``config`` at ``seed`` leaves (``status=None``: no summary yet);
-    ``extra``: keys its configuration recorded that the current one does not have."""
+    ``extra``: keys its configuration recorded that the current one does not have;
+    ``run_time``: the whole run's seconds (``None``: a run from before they were kept)."""
     mine = config.replace(seed=seed, name=f"{config.name}/seed_{seed}", **changes).to_dict()
     mine.update(extra or {})
     run = root / config.name.split("/")[-1] / f"seed_{seed}"
@@ -37,6 +38,7 @@ def write_run(root: Path, config, seed: int, *, status: str | None = "completed"
     if status is not None:
         (run / "summary.json").write_text(json.dumps({
             "status": status, "config": mine, "wall_time_s": wall,
+            **({} if run_time is None else {"run_time_s": run_time}),
             "final": {"test_accuracy": 0.5} if status == "completed" else None}))
     if checkpoint:
         (run / "checkpoints").mkdir()
@@ -110,6 +112,10 @@ def test_plan_of_a_tuned_preset_counts_the_chosen_values_later_runs_once(tmp_pat
     assert stops["metric-lr0.04"]["diverged"] == [0, 2]
     assert stops["metric-lr0.04"]["to train"] == []
     assert stops["metric-lr0.02"]["to train"] == [0, 1, 2]
+    # nor a refusal it never meets: seed 1 holds a run of another rate, after seed 0 diverged
+    write_run(tmp_path, runs["metric-lr0.04"], 1, lr=0.5)
+    stops = {r["name"]: r for r in sweep_plan(on_all, tmp_path)}
+    assert stops["metric-lr0.04"]["refused"] == [] == stops["metric-lr0.04"]["to train"]
 
 
 def test_plan_says_what_the_sweep_then_does(tmp_path):
@@ -321,3 +327,25 @@ def test_plan_decides_each_runs_state_as_the_trainer_does(tmp_path):
     before = (root / "seed_2" / "summary.json").read_text()
     assert run(2)["final"] == {"test_accuracy": 0.5}  # not retrained
     assert (root / "seed_2" / "summary.json").read_text() == before
+
+
+def test_plan_estimates_from_whole_runs_where_every_seed_recorded_them(tmp_path):
+    """A configuration's cost is its whole runs' (run_time_s, evaluations included) when
+    every finished seed recorded one, else its training steps' (wall_time_s), never a mean
+    of the two; a configuration with nothing finished goes by similar whole runs first."""
+    preset = get_preset("init")
+    runs = {r.config.name.split("/")[-1]: r.config
+            for r in select_runs(preset, xs=["0.25"])}
+    write_run(tmp_path, runs["plain-f0.25"], 0, wall=300.0, run_time=500.0)
+    write_run(tmp_path, runs["plain-f0.25"], 1, wall=240.0)  # from before run_time_s
+    write_run(tmp_path, runs["ellipse-eps0-f0.25"], 0, wall=420.0, run_time=700.0)
+    write_run(tmp_path, runs["ellipse-eps0-f0.25"], 1, wall=400.0, run_time=660.0)
+    write_run(tmp_path, runs["ellipse-eps0.1-f0.25"], 0, wall=100.0)
+    rows = {r["name"]: r for r in sweep_plan(preset, tmp_path, xs=["0.25"])}
+    assert (rows["plain-f0.25"]["wall_s"], rows["plain-f0.25"]["whole"]) == (270.0, False)
+    assert (rows["ellipse-eps0-f0.25"]["wall_s"], rows["ellipse-eps0-f0.25"]["whole"]) == \
+        (680.0, True)
+    assert rows["ellipse-eps0-f0.25"]["estimate_s"] == 680.0  # seed 2
+    assert rows["ellipse-eps0.1-f0.25"]["estimate_s"] == 2 * 100.0  # its own, steps only
+    # the same network elsewhere: the whole runs, not the training steps of eps 0.1
+    assert rows["ellipse-eps0.3-f0.25"]["estimate_s"] == 3 * 680.0

@@ -393,7 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "finished run or a checkpoint of another configuration, an "
                         "unreadable summary), as the trainer decides, and estimate the "
                         "time left from the wall times of the runs already finished (whole "
-                        "runs with their evaluations where recorded, else training steps)")
+                        "runs with their evaluations where every seed recorded them, else "
+                        "the training)")
     _add_run_options(p, "where sweeps go")
     p.set_defaults(func=_cmd_sweep)
 

@@ -28,8 +28,10 @@ With the wall times of the runs already finished it estimates the time left: eac
 seed still to train (or to resume, in full) costs the mean wall time of the finished
 seeds of its configuration, or else of the same method elsewhere in the sweep, or
 else of the same network (another start, learning rate or x) elsewhere in it. A
-run's wall time is its ``run_time_s`` (the whole run, its evaluations included)
-where its summary records it, else its ``wall_time_s`` (its training steps only). A
+configuration's wall time is its finished seeds' ``run_time_s`` (the whole run,
+its evaluations included) where every one records it, else their ``wall_time_s``
+(the training steps; a diffusion run's with its periodic validation), and similar
+configurations' whole runs are preferred. A
 preset that tunes a key runs its grid on its first seeds and then the chosen value
 on the others: those later runs are counted once per method (``chosen later``).
 
@@ -73,8 +75,10 @@ def _read(path: Path) -> dict[str, Any] | None:
 
 def _state(run_dir: Path, mine: dict[str, Any], checkpoint: str = "checkpoints/last.pt",
            resumable: frozenset[str] = frozenset(RESUMABLE_CHANGES),
-           final: tuple[str, ...] = ("completed",)) -> tuple[str, float | None, str | None]:
-    """``(state, wall seconds of a finished run, why it is refused)``, as the trainer
+           final: tuple[str, ...] = ("completed",)
+           ) -> tuple[str, tuple[float | None, float | None] | None, str | None]:
+    """``(state, (run_time_s, wall_time_s) of a finished run, why it is refused)``, as the
+    trainer
     decides: a run of ``mine`` whose status is in ``final`` is not retrained
     (:func:`~weightmanifold.experiments.archive.finished_summary`); without a
     checkpoint, an archived result is never trained over
@@ -91,11 +95,9 @@ def _state(run_dir: Path, mine: dict[str, Any], checkpoint: str = "checkpoints/l
         return "refused", None, ("has a completed summary.json without final metrics: "
                                  "move it away to train here")
     if done is not None:
-        # the whole run where recorded, its evaluations included; else its steps only
-        wall = done.get("run_time_s")
-        if not isinstance(wall, (int, float)):
-            wall = done.get("wall_time_s")
-        return "finished", float(wall) if isinstance(wall, (int, float)) else None, None
+        whole, steps = (float(t) if isinstance(t, (int, float)) else None
+                        for t in (done.get("run_time_s"), done.get("wall_time_s")))
+        return "finished", (whole, steps), None
     if not (run_dir / checkpoint).exists():
         why = training_refusal(run_dir, mine, run_dir / checkpoint)
         return ("to train", None, None) if why is None else ("refused", None, why)
@@ -117,20 +119,29 @@ def _read_seeds(row: dict[str, Any], runs: Sequence[tuple[int, Path, dict[str, A
     (``(seed, its directory, its configuration)``, in the order the sweep trains them).
     A seed outside ``row["seeds"]`` is listed only once it has a run: it trains only if
     a later choice picks it. Nor is one after a diverged seed (where ``final`` counts a
-    divergence as a result): the sweep stops that configuration there."""
-    walls = []
+    divergence as a result): the sweep stops that configuration there.
+
+    ``wall_s`` is the mean ``run_time_s`` (the whole run) of the finished seeds when
+    every one recorded it, else their mean ``wall_time_s`` (the training; ``whole``
+    says which)."""
+    times = []
     stopped = False
     for seed, run_dir, mine in runs:
-        state, wall, why = _state(run_dir, mine, checkpoint, resumable, final)
-        if (stopped or seed not in row["seeds"]) and state in ("to train", "resumes"):
-            continue
+        state, cost, why = _state(run_dir, mine, checkpoint, resumable, final)
+        if (stopped and state in ("to train", "resumes", "refused")) or (
+                seed not in row["seeds"] and state in ("to train", "resumes")):
+            continue  # the sweep never gets to it (a refusal it would meet if chosen shows)
         stopped = stopped or state == "diverged"
         row[state].append(seed)
         if why is not None:
             row["refused_because"][seed] = why
-        if wall is not None:
-            walls.append(wall)
+        if cost is not None:
+            times.append(cost)
+    whole = bool(times) and all(t[0] is not None for t in times)
+    walls = [t[0] if whole else t[1] for t in times]
+    walls = [w for w in walls if w is not None]
     row["wall_s"] = statistics.fmean(walls) if walls else None
+    row["whole"] = whole
 
 
 def _model(config: Any) -> str:
@@ -184,14 +195,17 @@ def sweep_plan(preset: Preset, root: str | Path, *, scale: str = "cpu",
             final=final)
         rows.append(row)
     # the same method, or else the same network (another start, rate or x), elsewhere here
-    by_label: dict[str, list[float]] = {}
-    by_model: dict[str, list[float]] = {}
+    by_label: dict[str, list[tuple[bool, float]]] = {}
+    by_model: dict[str, list[tuple[bool, float]]] = {}
     for row, run in zip(rows, runs, strict=True):
         if row["wall_s"] is not None:
-            by_label.setdefault(row["label"], []).append(row["wall_s"])
-            by_model.setdefault(_model(run.config), []).append(row["wall_s"])
+            by_label.setdefault(row["label"], []).append((row["whole"], row["wall_s"]))
+            by_model.setdefault(_model(run.config), []).append((row["whole"], row["wall_s"]))
     for row, run in zip(rows, runs, strict=True):
-        similar = by_label.get(row["label"]) or by_model.get(_model(run.config))
+        similar = by_label.get(row["label"]) or by_model.get(_model(run.config)) or []
+        # whole runs where any similar configuration recorded them: the training alone
+        # understates a run by its evaluations
+        similar = [w for whole, w in similar if whole] or [w for _, w in similar]
         per_run = row["wall_s"] if row["wall_s"] is not None else (
             statistics.fmean(similar) if similar else None)
         left = len(row["to train"]) + len(row["resumes"])
