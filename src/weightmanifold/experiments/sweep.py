@@ -90,26 +90,21 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, float
     return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n}
 
 
-def finished_seeds(run_dir: Path, seeds: Sequence[int], config: RunConfig | None = None,
+def finished_seeds(run_dir: Path, seeds: Sequence[int], config: RunConfig,
                    log: Callable[[str], None] | None = None) -> list[int]:
-    """The seeds among ``seeds`` whose run under ``run_dir`` completed with final metrics.
+    """The seeds among ``seeds`` whose run of ``config`` under ``run_dir`` completed with
+    final metrics.
 
-    With ``config``, a seed counts only if its run is of that configuration (at
-    that seed, up to placement; see
-    :func:`~weightmanifold.experiments.archive.finished_run`); ``log`` is told which
-    runs were left out, and why: one of another configuration, a ``summary.json``
-    that cannot be read, or a completed run without final metrics.
+    A seed counts only if its run is of that configuration (at that seed, up to
+    placement; see :func:`~weightmanifold.experiments.archive.finished_run`); ``log``
+    is told which runs were left out, and why: one of another configuration, a
+    ``summary.json`` that cannot be read, or a completed run without final metrics.
     """
     done = []
     for seed in seeds:
         run = run_dir / f"seed_{seed}"
-        if config is None:
-            summary, why = read_summary(run)
-            if summary is not None and summary.get("status") != "completed":
-                summary = None
-        else:
-            mine = config.replace(seed=seed, name=f"{config.name}/seed_{seed}").to_dict()
-            summary, why = finished_run(run, mine)
+        mine = config.replace(seed=seed, name=f"{config.name}/seed_{seed}").to_dict()
+        summary, why = finished_run(run, mine)
         if summary is not None and summary.get("final") is None:
             why = "completed without final metrics, left out: move it away to train it again"
         elif summary is not None:
@@ -197,13 +192,14 @@ def paired_differences(runs: Sequence[PresetRun], root: Path, seeds: Sequence[in
         if reference not in labels:
             continue
         ref_dir = root / labels[reference].folder
+        ref_done = finished_seeds(ref_dir, seeds, labels[reference].config)
         for label, run in labels.items():
             if label == reference:
                 continue
             other_dir = root / run.folder
             # the seeds both finished (all of them, unless tabulating a sweep in progress)
-            common = [k for k in finished_seeds(ref_dir, seeds, labels[reference].config)
-                      if k in finished_seeds(other_dir, seeds, run.config)]
+            other_done = set(finished_seeds(other_dir, seeds, run.config))
+            common = [k for k in ref_done if k in other_done]
             if not common:
                 continue
             ref, other = _summaries(ref_dir, common), _summaries(other_dir, common)
