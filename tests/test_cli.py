@@ -533,20 +533,41 @@ def test_tuning_needs_a_validation_split():
                      "unseen_accuracy")
 
 
-def test_unconditioned_converged_preset():
-    runs = {r.label: r.config for r in get_preset("unconditioned-converged").runs("cpu")}
-    assert list(runs) == ["ellipse", "point", "point-wide"]
-    for c in runs.values():
-        assert c.train_subset is None and c.validation == 5000 and c.epochs == 15
-        assert c.task == "unconditioned" and c.arch == "cnn"
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_unconditioned_converged_preset(scale):
+    """The CNN and the ResNet, each as ellipse, point and the point widened to the
+    ellipse's parameters, on the full training set for 15 epochs at cpu scale."""
+    runs = get_preset("unconditioned-converged").runs(scale)
+    resnet = "resnet18ln" if scale == "paper" else "resnet18ln-chw"
+    assert [(r.folder, r.label, r.x) for r in runs] == [
+        # the CNN's folders keep their names: its runs archived before the ResNet joined
+        ("ellipse", "ellipse", "cnn"), ("point", "point", "cnn"),
+        ("point-wide", "point-wide", "cnn"),
+        (f"{resnet}-ellipse", "ellipse", resnet), (f"{resnet}-point", "point", resnet),
+        (f"{resnet}-point-wide", "point-wide", resnet)]
+    for r in runs:
+        c = r.config
+        assert c.task == "unconditioned" and c.arch == r.x
+        if scale == "cpu":
+            assert c.train_subset is None and c.validation == 5000 and c.epochs == 15
     from weightmanifold.experiments.models import build_model, count_parameters
+
+    channels, size = (3, 32) if scale == "paper" else (1, 28)
 
     def params(c):
         manifold = wm.topology.make_manifold("ellipse")
-        return count_parameters(build_model("cnn", c.method, manifold, in_channels=1,
-                                            image_size=28, widths=c.widths, hidden=c.hidden))
+        return count_parameters(build_model(c.arch, c.method, manifold, in_channels=channels,
+                                            image_size=size, widths=c.widths, hidden=c.hidden))
 
-    assert abs(params(runs["point-wide"]) / params(runs["ellipse"]) - 1) < 0.05
+    for arch in ("cnn", resnet):
+        by_label = {r.label: r.config for r in runs if r.x == arch}
+        ratio = params(by_label["point-wide"]) / params(by_label["ellipse"])
+        assert abs(ratio - 1) < 0.05, arch
+        assert params(by_label["point"]) < params(by_label["ellipse"]) / 2, arch
+    # the ResNet's budget apart from the training set is the unconditioned preset's
+    small = {r.label: r.config for r in get_preset("unconditioned").runs(scale) if r.x == resnet}
+    assert by_label["ellipse"].widths == small["ellipse"].widths
+    assert by_label["point"].widths == small["point"].widths
 
 
 def test_tuned_grid_records_a_diverged_value_and_chooses_among_the_rest(tmp_path):

@@ -43,8 +43,31 @@ def test_width_matched_baselines_within_five_percent(method):
     n = count_parameters(build_model("cnn", method, wm.Ellipse(), in_channels=1, image_size=28,
                                      widths=widths, hidden=hidden))
     assert abs(n / target - 1) <= 0.05
-    with pytest.raises(ValueError, match="only"):
-        match_width(target, arch="resnet18ln")
+
+
+@pytest.mark.parametrize("arch", ["resnet18ln", "resnet18ln-chw"])
+@pytest.mark.parametrize("widths", [None, (16, 32, 64, 128)])
+def test_width_matched_resnet_within_five_percent(arch, widths):
+    """Every stage of the plain ResNet scaled by one factor to the ellipse ResNet's size."""
+    kwargs = {"in_channels": 1, "image_size": 28}
+    target = count_parameters(build_model(arch, "manifold", wm.Ellipse(), widths=widths,
+                                          **kwargs))
+    matched, _ = match_width(target, arch=arch, widths=widths, **kwargs)
+    n = count_parameters(build_model(arch, "plain", widths=matched, **kwargs))
+    assert abs(n / target - 1) <= 0.05
+    base = widths or (64, 128, 256, 512)
+    factors = [m / w for m, w in zip(matched, base, strict=True)]
+    assert max(factors) - min(factors) < 0.1  # one factor (up to rounding), about sqrt(3)
+    assert 1.6 < factors[-1] < 1.9
+
+
+def test_width_matching_refuses_what_it_cannot_match():
+    with pytest.raises(ValueError, match="unknown architecture 'vit'"):
+        match_width(1000, arch="vit")
+    with pytest.raises(ValueError, match="'plain' only, not 'concat'"):
+        match_width(1000, arch="resnet18ln", method="concat")
+    with pytest.raises(ValueError, match=r"not within 1e-07 % of 1000000"):
+        match_width(10**6, in_channels=1, image_size=28, tolerance=1e-9)
 
 
 def test_matched_baselines_of_the_presets():

@@ -65,6 +65,8 @@ ARCHS = ("cnn", "resnet18ln", "resnet18ln-chw")
 METHODS = ("plain", "manifold", "concat", "embed", "film")
 FEATURES = ("raw", "basis")
 PAPER_WIDTHS = (32, 64, 128)
+#: the ResNet-18 stage widths
+RESNET_WIDTHS = (64, 128, 256, 512)
 PAPER_HIDDEN = 512
 
 
@@ -150,7 +152,7 @@ _NORMS: dict[str, Callable[[int], nn.Module]] = {"channel": ChannelLayerNorm,
 
 
 def resnet18_ln(in_channels: int = 3, classes: int = 10,
-                widths: Sequence[int] = (64, 128, 256, 512), norm: str = "channel"
+                widths: Sequence[int] = RESNET_WIDTHS, norm: str = "channel"
                 ) -> nn.Sequential:
     """ResNet-18 with LayerNorm and a CIFAR stem (see the module docstring).
 
@@ -347,19 +349,33 @@ def count_parameters(model: nn.Module) -> int:
 def match_width(target: int, *, arch: str = "cnn", method: str = "plain",
                 manifold: wm.Manifold | None = None, features: str = "raw",
                 in_channels: int = 3, image_size: int = 32, classes: int = 10,
-                tolerance: float = 0.05) -> tuple[list[int], int]:
-    """CNN widths and dense width that give ``method`` about ``target`` parameters.
+                tolerance: float = 0.05, widths: Sequence[int] | None = None
+                ) -> tuple[list[int], int]:
+    """Widths that give ``method`` about ``target`` parameters.
 
-    The paper CNN's channel widths (32, 64, 128) and dense width (512) are all
-    scaled by one factor, found by bisection, so that the baseline's parameter
-    count is within ``tolerance`` of ``target`` — for comparing a manifold
-    network with a baseline of equal capacity.
+    Every width of the architecture is scaled by one factor, found by
+    bisection, so that the baseline's parameter count is within ``tolerance``
+    of ``target`` — for comparing a manifold network with a baseline of equal
+    capacity. For the CNN these are the channel widths (32, 64, 128) and the
+    dense width (512); for the ResNets the four stages' channels (``widths``,
+    64/128/256/512 when ``None``), which only ``"plain"`` builds.
+
+    Args:
+        target: the parameter count to reach.
+        arch: ``"cnn"``, ``"resnet18ln"`` or ``"resnet18ln-chw"``.
+        method, manifold, features: of the baseline (see :func:`build_model`).
+        in_channels, image_size, classes: of the data.
+        tolerance: the largest relative miss allowed.
+        widths: the channel widths the factor scales (the architecture's
+            defaults when ``None``).
 
     Returns:
-        ``(widths, hidden)`` for :func:`build_model`.
+        ``(widths, hidden)`` for :func:`build_model` (a ResNet has no dense
+        width: ``hidden`` is then the unused default).
 
     Raises:
-        ValueError: if no width reaches the tolerance (or for a non-CNN ``arch``).
+        ValueError: if no width reaches the tolerance, for an unknown ``arch``,
+            or for a ResNet ``method`` other than ``"plain"``.
 
     Examples:
         >>> import weightmanifold as wm
@@ -371,15 +387,19 @@ def match_width(target: int, *, arch: str = "cnn", method: str = "plain",
         >>> abs(n / target - 1) <= 0.05
         True
     """
-    if arch != "cnn":
-        raise ValueError("width matching is implemented for the paper CNN ('cnn') only")
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHS)}")
+    resnet = arch.startswith("resnet18ln")
+    if resnet and method != "plain":
+        raise ValueError(f"width matching of {arch} is for 'plain' only, not {method!r}")
+    base = tuple(widths) if widths else (RESNET_WIDTHS if resnet else PAPER_WIDTHS)
 
     def build(scale: float) -> tuple[list[int], int, int]:
-        widths = [max(1, round(w * scale)) for w in PAPER_WIDTHS]
-        hidden = max(1, round(PAPER_HIDDEN * scale))
+        scaled = [max(1, round(w * scale)) for w in base]
+        hidden = PAPER_HIDDEN if resnet else max(1, round(PAPER_HIDDEN * scale))
         net = build_model(arch, method, manifold, features=features, in_channels=in_channels,
-                          image_size=image_size, classes=classes, widths=widths, hidden=hidden)
-        return widths, hidden, count_parameters(net)
+                          image_size=image_size, classes=classes, widths=scaled, hidden=hidden)
+        return scaled, hidden, count_parameters(net)
 
     lo, hi = 0.05, 1.0
     while build(hi)[2] < target:
@@ -399,5 +419,5 @@ def match_width(target: int, *, arch: str = "cnn", method: str = "plain",
     assert best is not None
     if abs(best[2] / target - 1) > tolerance:
         raise ValueError(f"closest width gives {best[2]} parameters, not within "
-                         f"{100 * tolerance:.0f} % of {target}")
+                         f"{100 * tolerance:g} % of {target}")
     return best[0], best[1]

@@ -25,8 +25,9 @@ unconditioned            Fig. 4b–c   ellipse with random s vs point network, C
 preconditioning-ablation —           ellipse with vs without the metric
 preconditioning-tuned    —           the same, each arm at its own learning rate chosen
                                      on a validation split
-unconditioned-converged  Fig. 4b     ellipse with random s vs point network (and its
-                                     width-matched twin) until the curves flatten
+unconditioned-converged  Fig. 4b–c   ellipse with random s vs point network (and its
+                                     width-matched twin), CNN/ResNet, until the curves
+                                     flatten
 init                     —           the ellipse's initial modulation ε × fraction of
                                      training angles, vs plain and matched baselines
 ======================== =========== ================================================
@@ -359,13 +360,46 @@ def _tuned_ablation(scale: str) -> list[tuple[str, str, Any, dict[str, Any]]]:
             ("no-metric", "no-metric", "without", {**rot, "precondition": False})]
 
 
+@functools.cache
+def _matched_resnet_width(scale: str, arch: str, widths: tuple[int, ...] | None
+                          ) -> tuple[int, ...]:
+    """Stage widths of the plain ResNet with the parameter count of its ellipse network.
+
+    ``widths``: the ellipse network's stage widths (the architecture's defaults when ``None``).
+    """
+    import weightmanifold as wm
+
+    from .models import build_model, count_parameters, match_width
+
+    channels, size = _SCALE_SHAPE[scale]
+    target = count_parameters(build_model(arch, "manifold", wm.Ellipse(), in_channels=channels,
+                                          image_size=size, widths=widths))
+    matched, _ = match_width(target, arch=arch, widths=widths, in_channels=channels,
+                             image_size=size)
+    return tuple(matched)
+
+
 def _unconditioned_converged(scale: str) -> list[tuple[str, str, Any, dict[str, Any]]]:
-    widths, hidden = _matched_width(scale, "ellipse", (), "plain")
-    base = {"task": "unconditioned", "arch": "cnn", **_CONVERGED_BASE[scale]}
-    return [(label, label, None, {**base, **keys}) for label, keys in (
-        ("ellipse", {"method": "manifold", "manifold": "ellipse"}),
-        ("point", {"method": "plain"}),
-        ("point-wide", {"method": "plain", "widths": list(widths), "hidden": hidden}))]
+    out = []
+    for arch in ("cnn", "resnet18ln" if scale == "paper" else "resnet18ln-chw"):
+        base = {"task": "unconditioned", "arch": arch, **_CONVERGED_BASE[scale]}
+        if arch == "cnn":
+            cnn_widths, hidden = _matched_width(scale, "ellipse", (), "plain")
+            wide: dict[str, Any] = {"widths": list(cnn_widths), "hidden": hidden}
+            # the CNN's folders keep the names they had before the ResNet joined
+            prefix = ""
+        else:
+            # the unconditioned preset's ResNet (16/32/64/128 on one-channel 28-pixel
+            # images, the paper's widths at paper scale), here on the full training set
+            widths = (16, 32, 64, 128) if arch == "resnet18ln-chw" else None
+            base.update({"widths": list(widths)} if widths else {})
+            wide = {"widths": list(_matched_resnet_width(scale, arch, widths))}
+            prefix = f"{arch}-"
+        for label, keys in (("ellipse", {"method": "manifold", "manifold": "ellipse"}),
+                            ("point", {"method": "plain"}),
+                            ("point-wide", {"method": "plain", **wide})):
+            out.append((prefix + label, label, arch, {**base, **keys}))
+    return out
 
 
 #: the budget of the unconditioned comparison at convergence: the full training set less a
@@ -413,8 +447,8 @@ PRESETS: dict[str, Preset] = {
                "precondition", "unseen_accuracy", _tuned_ablation,
                reference="metric", tune=("lr", ABLATION_LRS), tune_seeds=1),
         Preset("unconditioned-converged", "ellipse with a random s per example vs the point "
-               "network and its width-matched twin (paper CNN), trained until the "
-               "validation curves flatten", "Fig. 4b", None, "test_accuracy",
+               "network and its width-matched twin (paper CNN and ResNet-18-LN), trained "
+               "until the validation curves flatten", "Fig. 4b-c", "arch", "test_accuracy",
                _unconditioned_converged, reference="ellipse"),
     )
 }
