@@ -1,4 +1,5 @@
-"""Process-level settings for training on CPU: :func:`tune_malloc`; and :func:`progress_bar`.
+"""Process-level settings for training on CPU: :func:`tune_malloc`; :func:`progress_bar`;
+and :class:`RunClock`, a run's whole time across resumed sessions.
 
 glibc's ``malloc`` gives large freed blocks back to the operating system: blocks
 above the mmap threshold are unmapped on ``free``, and the top of the heap is
@@ -19,9 +20,11 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import time
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["progress_bar", "tune_malloc"]
+__all__ = ["RunClock", "progress_bar", "tune_malloc"]
 
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -2, -3, -4
 
@@ -68,3 +71,48 @@ def progress_bar(total: int, desc: str, progress: bool | None, initial: int = 0)
 
     return tqdm(total=total, initial=initial, desc=desc, leave=False,
                 disable=(not progress) if progress is not None else None)
+
+
+class RunClock:
+    """A run's whole time, every evaluation included, summed over resumed sessions.
+
+    Each :meth:`tick` adds the time since the previous one (or since
+    :meth:`start`) of this session to :attr:`total`. A session's time before
+    :meth:`start` is not counted, so a run killed between two ticks loses only
+    that stretch.
+
+    Args:
+        total: the seconds of the earlier sessions (``0.0`` for a new run);
+            ``None`` when the run resumed from a record that did not keep them:
+            the sum is unknown and stays ``None`` rather than report a part.
+        clock: the time source in seconds (``time.perf_counter``).
+
+    Examples:
+        >>> readings = iter([10.0, 12.5, 20.0])
+        >>> clock = RunClock(3.0, clock=lambda: next(readings))
+        >>> clock.start()
+        >>> clock.tick(), clock.tick()
+        (5.5, 13.0)
+        >>> unknown = RunClock(None, clock=lambda: 1.0)
+        >>> unknown.start()
+        >>> unknown.tick() is None
+        True
+    """
+
+    def __init__(self, total: float | None = 0.0, *,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self.total = total
+        self._clock = clock
+        self._mark: float | None = None
+
+    def start(self) -> None:
+        """Begin counting this session's time from now."""
+        self._mark = self._clock()
+
+    def tick(self) -> float | None:
+        """Add the time since the last tick (or :meth:`start`) and return the total."""
+        now = self._clock()
+        if self._mark is not None and self.total is not None:
+            self.total += now - self._mark
+        self._mark = now
+        return self.total

@@ -79,6 +79,7 @@ from .checkpoint import (
 from .config import RunConfig
 from .models import Classifier, build_model, count_parameters
 from .provenance import software
+from .runtime import RunClock
 from .tasks import Task, evaluate_by_condition, make_task
 
 __all__ = [
@@ -263,9 +264,8 @@ class Trainer:
         self.elapsed = 0.0
         #: seconds from the start of training to the last record, every evaluation (the
         #: validation each epoch, the final test) included, summed over resumed sessions;
-        #: ``None`` when resumed from a checkpoint that did not keep it
-        self.run_time: float | None = 0.0
-        self._clock: float | None = None
+        #: its ``total`` is ``None`` when resumed from a checkpoint that did not keep it
+        self.run_clock = RunClock(clock=time.perf_counter)
         self.status = "running"
         self.flops = training_flops_per_example(self.model, self.task, self.data,
                                                 min(config.batch_size, len(self.data.train_x)))
@@ -294,19 +294,12 @@ class Trainer:
             "loss_count": self.loss_count,
             "history": self.history,
             "elapsed": self.elapsed,
-            "run_time": self.run_time,
+            "run_time": self.run_clock.total,
             "best": self.best,
         }
 
-    def _tick(self) -> None:
-        """Add the time since the last tick of this session to ``run_time``."""
-        now = time.perf_counter()
-        if self._clock is not None and self.run_time is not None:
-            self.run_time += now - self._clock
-        self._clock = now
-
     def _save(self) -> None:
-        self._tick()
+        self.run_clock.tick()
         if self.rank == 0:
             save_checkpoint(self.checkpoint_path, self.state())
         if self.world > 1:
@@ -343,7 +336,8 @@ class Trainer:
                     "history", "elapsed"):
             setattr(self, key, state[key])
         self.best = state.get("best")
-        self.run_time = state.get("run_time")  # None: a checkpoint from before it was kept
+        # None: a checkpoint from before it was kept
+        self.run_clock.total = state.get("run_time")
         return True
 
     # -- the loop ------------------------------------------------------------------------------
@@ -405,7 +399,7 @@ class Trainer:
         c = self.config
         self.out.mkdir(parents=True, exist_ok=True)
         resumed = self.resume()
-        self._clock = time.perf_counter()
+        self.run_clock.start()
         if resumed and self._done():
             self.log(f"{self.out} is complete ({self.global_step} steps): not retrained")
         elif resumed:
@@ -610,14 +604,14 @@ class Trainer:
             "parameters": count_parameters(self.model),
             "train_flops_per_example": self.flops,
             "wall_time_s": self.elapsed,
-            "run_time_s": self.run_time,
+            "run_time_s": self.run_clock.total,
             "final": final,
             "config": self.config.to_dict(),
             "software": software(),
         }
 
     def _write_results(self, message: str | None = None) -> None:
-        self._tick()
+        self.run_clock.tick()
         if self.rank != 0:
             return
         rows = [{k: v for k, v in r.items() if not k.endswith("by_condition")}
