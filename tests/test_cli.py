@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
 
@@ -568,6 +569,19 @@ def test_unconditioned_converged_preset(scale):
     small = {r.label: r.config for r in get_preset("unconditioned").runs(scale) if r.x == resnet}
     assert by_label["ellipse"].widths == small["ellipse"].widths
     assert by_label["point"].widths == small["point"].widths
+
+
+def test_unconditioned_converged_cnn_runs_archived_before_the_resnet_still_count():
+    """Adding the ResNet changed no CNN configuration: the archived runs are finished."""
+    from weightmanifold.experiments.sweep import finished_seeds
+
+    archive = Path(__file__).resolve().parents[1] / "docs/results/unconditioned-converged"
+    cnn = [r for r in get_preset("unconditioned-converged").runs("cpu") if r.x == "cnn"]
+    assert [r.folder for r in cnn] == ["ellipse", "point", "point-wide"]
+    for r in cnn:
+        logged: list[str] = []
+        assert finished_seeds(archive / r.folder, [0, 1, 2], r.config, logged.append) == \
+            [0, 1, 2], logged
 
 
 def test_tuned_grid_records_a_diverged_value_and_chooses_among_the_rest(tmp_path):

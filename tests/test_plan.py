@@ -349,3 +349,20 @@ def test_plan_estimates_from_whole_runs_where_every_seed_recorded_them(tmp_path)
     assert rows["ellipse-eps0.1-f0.25"]["estimate_s"] == 2 * 100.0  # its own, steps only
     # the same network elsewhere: the whole runs, not the training steps of eps 0.1
     assert rows["ellipse-eps0.3-f0.25"]["estimate_s"] == 3 * 680.0
+
+
+def test_plan_never_times_one_architecture_by_another(tmp_path):
+    """The unconditioned-converged labels repeat across the CNN and the ResNet: a ResNet
+    run is timed by ResNet runs only, never by the CNN's run of the same label."""
+    preset = get_preset("unconditioned-converged")
+    runs = {r.folder: r.config for r in select_runs(preset)}
+    for folder in ("ellipse", "point", "point-wide"):
+        for seed in (0, 1, 2):
+            write_run(tmp_path, runs[folder], seed, wall=600.0, run_time=700.0)
+    write_run(tmp_path, runs["resnet18ln-chw-ellipse"], 0, wall=2400.0, run_time=2800.0)
+    rows = {r["name"]: r for r in sweep_plan(preset, tmp_path)}
+    assert rows["ellipse"]["estimate_s"] == 0.0  # finished
+    assert rows["resnet18ln-chw-ellipse"]["estimate_s"] == 2 * 2800.0
+    # nothing of the ResNet point's network or label has finished: no estimate, not the CNN's
+    assert rows["resnet18ln-chw-point"]["estimate_s"] is None
+    assert rows["resnet18ln-chw-point-wide"]["estimate_s"] is None

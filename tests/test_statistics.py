@@ -66,8 +66,9 @@ def test_width_matching_refuses_what_it_cannot_match():
         match_width(1000, arch="vit")
     with pytest.raises(ValueError, match="'plain' only, not 'concat'"):
         match_width(1000, arch="resnet18ln", method="concat")
-    with pytest.raises(ValueError, match=r"not within 1e-07 % of 1000000"):
-        match_width(10**6, in_channels=1, image_size=28, tolerance=1e-9)
+    # the smallest CNN the search builds has far more than 10 parameters
+    with pytest.raises(ValueError, match=r"parameters, not within 5 % of 10$"):
+        match_width(10, in_channels=1, image_size=28)
 
 
 def test_matched_baselines_of_the_presets():

@@ -194,15 +194,19 @@ def sweep_plan(preset: Preset, root: str | Path, *, scale: str = "cpu",
             seed=s, name=f"{run.config.name}/seed_{s}").to_dict()) for s in seeds],
             final=final)
         rows.append(row)
-    # the same method, or else the same network (another start, rate or x), elsewhere here
-    by_label: dict[str, list[tuple[bool, float]]] = {}
+    # the same network and budget (another start, rate or x) elsewhere here, or else the
+    # same method on the same architecture (a label alone spans architectures: the
+    # unconditioned presets' ResNet ellipse costs several times their CNN ellipse)
+    by_label: dict[tuple[str, str], list[tuple[bool, float]]] = {}
     by_model: dict[str, list[tuple[bool, float]]] = {}
     for row, run in zip(rows, runs, strict=True):
         if row["wall_s"] is not None:
-            by_label.setdefault(row["label"], []).append((row["whole"], row["wall_s"]))
+            by_label.setdefault((row["label"], run.config.arch), []).append(
+                (row["whole"], row["wall_s"]))
             by_model.setdefault(_model(run.config), []).append((row["whole"], row["wall_s"]))
     for row, run in zip(rows, runs, strict=True):
-        similar = by_label.get(row["label"]) or by_model.get(_model(run.config)) or []
+        similar = (by_model.get(_model(run.config))
+                   or by_label.get((row["label"], run.config.arch)) or [])
         # whole runs where any similar configuration recorded them: the training alone
         # understates a run by its evaluations
         similar = [w for whole, w in similar if whole] or [w for _, w in similar]
