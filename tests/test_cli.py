@@ -626,3 +626,15 @@ def test_demo_refuses_runs_of_an_earlier_demo_before_training(tmp_path, capsys):
     with pytest.raises(SystemExit) as code:
         main(["demo", "--runs-dir", str(tmp_path), "--data-dir", str(tmp_path)])
     assert code.value.code == 2 and "to train the demo afresh" in capsys.readouterr().err
+
+
+def test_x_is_the_method_only_where_each_x_holds_its_own_method():
+    """The optimizers' x is the method; one method over the architectures is not."""
+    from weightmanifold.experiments.sweep import _x_is_method, select_runs
+
+    assert _x_is_method(select_runs(get_preset("optimizers")))
+    one_method = select_runs(get_preset("unconditioned-converged"), labels=["ellipse"])
+    assert [r.x for r in one_method] == ["cnn", "resnet18ln-chw"]
+    assert not _x_is_method(one_method)
+    assert not _x_is_method(select_runs(get_preset("rotation-sparsity"), labels=["ellipse"]))
+    assert not _x_is_method(select_runs(get_preset("optimizers"), labels=["sgd"]))

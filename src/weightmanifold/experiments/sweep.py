@@ -160,8 +160,11 @@ def sweep_rows(runs: Sequence[PresetRun], aggregates: Sequence[dict[str, Any]],
 
 
 def _x_is_method(runs: Sequence[PresetRun]) -> bool:
-    """Whether each value of the swept variable holds one run (the variable is the method)."""
-    return len(runs) > 1 and len({run.x for run in runs}) == len(runs)
+    """Whether each value of the swept variable holds one run of its own method (the
+    variable is the method, as in the optimizers preset), not one method at several
+    values (``--only ellipse`` of a preset whose x is the architecture)."""
+    return len(runs) > 1 and len({run.x for run in runs}) == len(runs) == \
+        len({run.label for run in runs})
 
 
 def paired_differences(runs: Sequence[PresetRun], root: Path, seeds: Sequence[int],
