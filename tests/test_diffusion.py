@@ -352,6 +352,13 @@ def test_sweep_runs_end_to_end_and_resumes(tmp_path):
     assert meta["best_manifold"] == min(val, key=val.get)  # by seed 0's validation loss
     n = {r["label"]: r["n"] for r in rows}
     assert n["embedding"] == 2 and n[meta["best_manifold"]] == 2 and n["both"] == 1
+    # the whole runs' time beside the training's, in the results and the table
+    for r in rows:
+        assert r["run_time_s"] > r["wall_time_s"] > 0, r["label"]
+    table = (tmp_path / "tables.md").read_text()
+    assert "| wall s | run s |" in table
+    embedding = next(r for r in rows if r["label"] == "embedding")
+    assert f"| {embedding['wall_time_s']:.0f} | {embedding['run_time_s']:.0f} |" in table
     assert {"loss", "frechet", "class_balance", "loss_b0", "loss_b9"} <= \
         {d["metric"] for d in meta["differences"]}
     summary = tmp_path / "line" / "seed_0" / "summary.json"

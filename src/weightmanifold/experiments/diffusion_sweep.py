@@ -28,7 +28,8 @@ cached feature classifier ``classifier.pt``, and
     results.csv / results.json    one row per method: the held-out ε-MSE (mean over t
                                   and per t-bucket), Fréchet distance in the
                                   classifier's feature space, class balance, mean ±
-                                  std over seeds, parameters, counted FLOPs, wall time
+                                  std over seeds, parameters, counted FLOPs, wall
+                                  time (training) and run time (the whole run)
     differences.csv               each method minus the embedding, paired by seed
     loss_by_t.png / .csv          held-out loss against t, and its difference to the
                                   embedding
@@ -285,6 +286,9 @@ def _rows(root: Path, configs: dict[str, DiffusionConfig], seeds: Sequence[int]
         row["parameters"] = runs[0]["parameters"]
         row["train_flops_per_example"] = runs[0]["train_flops_per_example"]
         row["wall_time_s"] = sum(r["wall_time_s"] for r in runs) / len(runs)
+        # the whole runs, where every seed recorded them
+        whole = [r.get("run_time_s") for r in runs]
+        row["run_time_s"] = None if None in whole else sum(whole) / len(whole)
         rows.append(row)
     return rows
 
@@ -321,9 +325,14 @@ def _num(v: Any, digits: int = 4) -> str:
 
 def markdown_tables(rows: Sequence[dict[str, Any]], diffs: Sequence[dict[str, Any]],
                     best: str | None) -> str:
-    """``results.csv`` and the headline rows of ``differences.csv`` as Markdown."""
+    """``results.csv`` and the headline rows of ``differences.csv`` as Markdown.
+
+    "wall s" is a run's training steps with the periodic validation, "run s" the
+    whole run with the final evaluation (``–`` where a seed's run predates it),
+    each the mean over the seeds.
+    """
     head = ["method", "seeds", "held-out ε-MSE", "t < 0.1 T", "t ≥ 0.9 T", "Fréchet",
-            "class balance", "parameters", "MFLOP / example", "wall s"]
+            "class balance", "parameters", "MFLOP / example", "wall s", "run s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         last = max(int(k[6:-5]) for k in r if k.startswith("loss_b") and k.endswith("_mean"))
@@ -338,7 +347,7 @@ def markdown_tables(rows: Sequence[dict[str, Any]], diffs: Sequence[dict[str, An
             str(r["n"]), ms("loss"), ms("loss_b0"), ms(f"loss_b{last}"), ms("frechet", 2),
             ms("class_balance", 3), f"{int(r['parameters']):,}",
             f"{float(r['train_flops_per_example']) / 1e6:,.1f}",
-            f"{float(r['wall_time_s']):.0f}"]) + " |")
+            _num(r.get("wall_time_s"), 0), _num(r.get("run_time_s"), 0)]) + " |")
     if diffs:
         lines += ["", "Each method minus the embedding, paired by seed (negative: lower loss "
                       "or distance than the embedding; 95 % t interval where n > 1):", "",

@@ -242,6 +242,10 @@ def _mflop(value: Any) -> str:
     return "–" if value is None or value == "" else f"{float(value) / 1e6:,.0f}"
 
 
+def _seconds(value: Any) -> str:
+    return "–" if value is None or value == "" else f"{float(value):.0f}"
+
+
 def markdown_tables(rows: Sequence[Mapping[str, Any]], diffs: Sequence[Mapping[str, Any]],
                     *, x_name: str | None = None) -> str:
     """The rows of ``results.csv`` and ``differences.csv`` as Markdown tables.
@@ -249,7 +253,9 @@ def markdown_tables(rows: Sequence[Mapping[str, Any]], diffs: Sequence[Mapping[s
     Accuracies are in percent, mean ± std over the seeds (the gap is seen minus
     unseen accuracy, per seed, in percentage points); differences are in
     percentage points with their 95 % interval; FLOPs are the counted training
-    FLOPs per example in millions.
+    FLOPs per example in millions; "wall s" is a run's training steps and "run s"
+    the whole run with its evaluations (``–`` where a seed's run predates it),
+    each the mean over the seeds.
 
     Args:
         rows: the rows of :func:`sweep_rows` (or of ``results.csv``).
@@ -258,16 +264,17 @@ def markdown_tables(rows: Sequence[Mapping[str, Any]], diffs: Sequence[Mapping[s
 
     Examples:
         >>> row = {"label": "ellipse", "x": 0.1, "n": 3, "test_accuracy_mean": 0.5,
-        ...        "test_accuracy_std": 0.01, "parameters": 10, "wall_time_s": 60.0}
+        ...        "test_accuracy_std": 0.01, "parameters": 10, "wall_time_s": 60.0,
+        ...        "run_time_s": 95.0}
         >>> print(markdown_tables([row], [], x_name="train_fraction"))
-        | method | train_fraction | all conditions | seen | unseen | gap | seeds | parameters | MFLOP / example | wall s |
-        |---|---|---|---|---|---|---|---|---|---|
-        | ellipse | 0.1 | 50.0 ± 1.0 | – | – | – | 3 | 10 | – | 60 |
+        | method | train_fraction | all conditions | seen | unseen | gap | seeds | parameters | MFLOP / example | wall s | run s |
+        |---|---|---|---|---|---|---|---|---|---|---|
+        | ellipse | 0.1 | 50.0 ± 1.0 | – | – | – | 3 | 10 | – | 60 | 95 |
         <BLANKLINE>
     """  # noqa: E501
     xcol = [x_name] if x_name else []
     head = ["method", *xcol, "all conditions", "seen", "unseen", "gap", "seeds", "parameters",
-            "MFLOP / example", "wall s"]
+            "MFLOP / example", "wall s", "run s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         label = str(r["label"])
@@ -282,7 +289,7 @@ def markdown_tables(rows: Sequence[Mapping[str, Any]], diffs: Sequence[Mapping[s
                  str(r.get("n", "–")),
                  "–" if r.get("parameters") in (None, "") else f"{int(r['parameters']):,}",
                  _mflop(r.get("train_flops_per_example")),
-                 "–" if r.get("wall_time_s") in (None, "") else f"{float(r['wall_time_s']):.0f}"]
+                 _seconds(r.get("wall_time_s")), _seconds(r.get("run_time_s"))]
         lines.append("| " + " | ".join(cells) + " |")
     if diffs:
         lead = f"{diffs[0]['reference']} minus each method" \
