@@ -638,3 +638,14 @@ def test_x_is_the_method_only_where_each_x_holds_its_own_method():
     assert not _x_is_method(one_method)
     assert not _x_is_method(select_runs(get_preset("rotation-sparsity"), labels=["ellipse"]))
     assert not _x_is_method(select_runs(get_preset("optimizers"), labels=["sgd"]))
+
+
+def test_tables_show_a_dash_where_a_seed_predates_the_whole_run_time():
+    from weightmanifold.experiments.sweep import markdown_tables
+
+    row = {"label": "ellipse", "x": 0.1, "n": 3, "test_accuracy_mean": 0.5,
+           "test_accuracy_std": 0.01, "parameters": 10, "wall_time_s": 60.0,
+           "run_time_s": None}
+    assert markdown_tables([row], []).splitlines()[2].endswith("| 60 | – |")
+    assert markdown_tables([{**row, "run_time_s": 95.4}], []).splitlines()[2].endswith(
+        "| 60 | 95 |")

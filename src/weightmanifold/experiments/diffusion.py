@@ -480,10 +480,10 @@ def train_denoiser(config: DiffusionConfig, out_dir: str | Path, train_images: T
     ema = _EMA(model, config.ema_decay)
     gen = torch.Generator().manual_seed(config.seed)
     ddpm, _ = _schedulers(config.timesteps)
-    # wall: the training steps and the validation every val_every steps; run_time: the
+    # wall: the training steps and the validation every val_every steps; run_clock: the
     # whole run, the final evaluation included (its total is None when resumed from a
     # checkpoint without it)
-    step, history, wall, run_time = 0, [], 0.0, RunClock()
+    step, history, wall, run_clock = 0, [], 0.0, RunClock()
     ckpt = out / "checkpoint.pt"
     if ckpt.exists():
         state = load_checkpoint(ckpt)
@@ -495,20 +495,20 @@ def train_denoiser(config: DiffusionConfig, out_dir: str | Path, train_images: T
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
         step, history, wall = state["step"], state["history"], state["wall_time_s"]
-        run_time.total = state.get("run_time_s")
+        run_clock.total = state.get("run_time_s")
         log(f"{config.name}: resumed at step {step}")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.json", config.to_dict())
 
-    run_time.start()
+    run_clock.start()
 
     def save() -> None:
-        run_time.tick()
+        run_clock.tick()
         save_checkpoint(ckpt, {"config": config.to_dict(), "model": model.state_dict(),
                                "ema": ema.model.state_dict(), "optimizer": opt.state_dict(),
                                "generator": gen.get_state(), "step": step,
                                "history": history, "wall_time_s": wall,
-                               "run_time_s": run_time.total})
+                               "run_time_s": run_clock.total})
         atomic_write_csv(out / "metrics.csv", history)
 
     bar = progress_bar(config.steps, config.name, progress, initial=step)
@@ -565,12 +565,12 @@ def train_denoiser(config: DiffusionConfig, out_dir: str | Path, train_images: T
     samples = final.pop("samples")
     save_checkpoint(out / "samples.pt", {"samples": (samples[:100] * 255).round()
                                          .to(torch.uint8)})
-    run_time.tick()
+    run_clock.tick()
     summary = {"config": config.to_dict(), "status": "completed", "steps": step,
                "parameters": sum(p.numel() for p in model.parameters()),
                "train_flops_per_example": training_flops_per_example(
                    model, x_all[:config.batch_size].to(device), config.timesteps),
-               "wall_time_s": wall, "run_time_s": run_time.total, "history": history,
+               "wall_time_s": wall, "run_time_s": run_clock.total, "history": history,
                "final": final,
                "software": software()}
     atomic_write_json(out / "summary.json", summary)

@@ -26,8 +26,9 @@ loading a checkpoint.
 
 With the wall times of the runs already finished it estimates the time left: each
 seed still to train (or to resume, in full) costs the mean wall time of the finished
-seeds of its configuration, or else of the same method elsewhere in the sweep, or
-else of the same network (another start, learning rate or x) elsewhere in it. A
+seeds of its configuration, or else of the same network and budget (another start,
+learning rate or x) elsewhere in the sweep, or else of the same method on the same
+architecture elsewhere in it (never another architecture's run of the label). A
 configuration's wall time is its finished seeds' ``run_time_s`` (the whole run,
 its evaluations included) where every one records it, else their ``wall_time_s``
 (the training steps; a diffusion run's with its periodic validation), and similar

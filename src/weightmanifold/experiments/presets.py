@@ -297,7 +297,8 @@ def _unconditioned(scale: str) -> list[tuple[str, str, Any, dict[str, Any]]]:
         if arch == "resnet18ln-chw":
             # at cpu scale it trains on the quick scale's 10 000 images, up to 10 epochs
             # chosen on validation: about 8 min a seed for the ellipse and 4 for the point
-            # (2 cores, validation included); the full set would take about 28 and 12
+            # (2 cores, validation included); 10 full-set epochs would take about 37 and 14
+            # (unconditioned-converged's 15 took 56 and 22)
             extra = {"widths": [16, 32, 64, 128],
                      **({"epochs": 2} if scale == "quick" else {"train_subset": 10000})}
         methods: list[tuple[str, dict[str, Any]]] = [

@@ -7,6 +7,7 @@ A sweep directory ``runs/<preset>/`` holds one directory per configuration
                                     of every final metric over the seeds (gap: seen
                                     minus unseen accuracy, per seed), parameters,
                                     counted training FLOPs per example, wall time
+                                    (training steps) and run time (the whole run)
     differences.csv                 the preset's reference method minus each other
                                     method, paired by seed, with a 95 % t interval
                                     (a tuned preset: between the configurations its

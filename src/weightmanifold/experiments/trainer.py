@@ -265,7 +265,7 @@ class Trainer:
         #: seconds from the start of training to the last record, every evaluation (the
         #: validation each epoch, the final test) included, summed over resumed sessions;
         #: its ``total`` is ``None`` when resumed from a checkpoint that did not keep it
-        self.run_clock = RunClock(clock=time.perf_counter)
+        self.run_clock = RunClock(clock=time.perf_counter)  # read here: tests patch it
         self.status = "running"
         self.flops = training_flops_per_example(self.model, self.task, self.data,
                                                 min(config.batch_size, len(self.data.train_x)))
