@@ -98,7 +98,7 @@ def test_markdown_tables_format_results_and_differences():
              "test_accuracy_std": 0.0049, "seen_accuracy_mean": 0.6, "seen_accuracy_std": 0.01,
              "unseen_accuracy_mean": 0.2, "unseen_accuracy_std": 0.02, "gap_mean": 0.4,
              "gap_std": 0.015, "parameters": 1376276,
-             "train_flops_per_example": 95649792.0, "wall_time_s": 49.6},
+             "train_flops_per_example": 95649792.0, "wall_time_s": 49.6, "run_time_s": 80.4},
             {"label": "plain", "x": None, "n": 3, "test_accuracy_mean": "0.5",
              "test_accuracy_std": "", "seen_accuracy_mean": "", "unseen_accuracy_mean": None,
              "parameters": "688138", "train_flops_per_example": "", "wall_time_s": ""}]
@@ -109,8 +109,8 @@ def test_markdown_tables_format_results_and_differences():
     text = markdown_tables(rows, diffs)
     lines = text.splitlines()
     assert lines[2] == ("| line | 51.2 ± 0.5 | 60.0 ± 1.0 | 20.0 ± 2.0 | 40.0 ± 1.5 | 3 | "
-                        "1,376,276 | 96 | 50 |")
-    assert lines[3] == "| plain | 50.0 | – | – | – | 3 | 688,138 | – | – |"
+                        "1,376,276 | 96 | 50 | 80 |")
+    assert lines[3] == "| plain | 50.0 | – | – | – | 3 | 688,138 | – | – | – |"
     assert lines[-1] == ("| line − plain | unseen accuracy | −3.5 | [−6.1, +0.2] | 3 | "
                          "1,376,276 / 688,138 | 96 / 48 |")
     assert "line minus each method" in text
