@@ -268,6 +268,8 @@ def _mean_std(values: list[float]) -> tuple[float, float | None]:
 
 def _rows(root: Path, configs: dict[str, DiffusionConfig], seeds: Sequence[int]
           ) -> list[dict[str, Any]]:
+    from .sweep import mean_run_time
+
     rows = []
     for label, c in configs.items():
         runs = _summaries(root, label, seeds)
@@ -286,9 +288,7 @@ def _rows(root: Path, configs: dict[str, DiffusionConfig], seeds: Sequence[int]
         row["parameters"] = runs[0]["parameters"]
         row["train_flops_per_example"] = runs[0]["train_flops_per_example"]
         row["wall_time_s"] = sum(r["wall_time_s"] for r in runs) / len(runs)
-        # the whole runs, where every seed recorded them
-        whole = [r.get("run_time_s") for r in runs]
-        row["run_time_s"] = None if None in whole else sum(whole) / len(whole)
+        row["run_time_s"] = mean_run_time(runs)
         rows.append(row)
     return rows
 

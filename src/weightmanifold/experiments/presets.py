@@ -87,8 +87,13 @@ LOW_RANK: dict[str, dict[str, Any]] = {
 
 @functools.cache
 def _matched_width(scale: str, manifold: str, options: tuple[tuple[str, Any], ...],
-                   method: str) -> tuple[tuple[int, ...], int]:
-    """CNN widths of ``method`` with the parameter count of the manifold network.
+                   method: str, arch: str = "cnn", widths: tuple[int, ...] | None = None
+                   ) -> tuple[tuple[int, ...], int]:
+    """Widths of ``method`` with the parameter count of the manifold network.
+
+    ``arch`` and ``widths`` are both networks' architecture and the manifold
+    network's widths (the architecture's defaults when ``None``); see
+    :func:`~weightmanifold.experiments.models.match_width`.
 
     Cached: a bisection builds about forty networks, and every listing of the
     rotation, noise and unconditioned presets asks for it.
@@ -99,11 +104,11 @@ def _matched_width(scale: str, manifold: str, options: tuple[tuple[str, Any], ..
 
     topology = wm.topology.make_manifold(manifold, **dict(options))
     channels, size = _SCALE_SHAPE[scale]
-    target = count_parameters(build_model("cnn", "manifold", topology, in_channels=channels,
-                                          image_size=size))
-    widths, hidden = match_width(target, method=method, manifold=topology,
-                                 in_channels=channels, image_size=size)
-    return tuple(widths), hidden
+    target = count_parameters(build_model(arch, "manifold", topology, in_channels=channels,
+                                          image_size=size, widths=widths))
+    matched, hidden = match_width(target, arch=arch, method=method, manifold=topology,
+                                  in_channels=channels, image_size=size, widths=widths)
+    return tuple(matched), hidden
 
 
 def matched_baselines(scale: str, manifold: str, options: dict[str, Any] | None = None,
@@ -361,25 +366,6 @@ def _tuned_ablation(scale: str) -> list[tuple[str, str, Any, dict[str, Any]]]:
             ("no-metric", "no-metric", "without", {**rot, "precondition": False})]
 
 
-@functools.cache
-def _matched_resnet_width(scale: str, arch: str, widths: tuple[int, ...] | None
-                          ) -> tuple[int, ...]:
-    """Stage widths of the plain ResNet with the parameter count of its ellipse network.
-
-    ``widths``: the ellipse network's stage widths (the architecture's defaults when ``None``).
-    """
-    import weightmanifold as wm
-
-    from .models import build_model, count_parameters, match_width
-
-    channels, size = _SCALE_SHAPE[scale]
-    target = count_parameters(build_model(arch, "manifold", wm.Ellipse(), in_channels=channels,
-                                          image_size=size, widths=widths))
-    matched, _ = match_width(target, arch=arch, widths=widths, in_channels=channels,
-                             image_size=size)
-    return tuple(matched)
-
-
 def _unconditioned_converged(scale: str) -> list[tuple[str, str, Any, dict[str, Any]]]:
     out = []
     for arch in ("cnn", "resnet18ln" if scale == "paper" else "resnet18ln-chw"):
@@ -394,7 +380,9 @@ def _unconditioned_converged(scale: str) -> list[tuple[str, str, Any, dict[str, 
             # images, the paper's widths at paper scale), here on the full training set
             widths = (16, 32, 64, 128) if arch == "resnet18ln-chw" else None
             base.update({"widths": list(widths)} if widths else {})
-            wide = {"widths": list(_matched_resnet_width(scale, arch, widths))}
+            # (a ResNet has no dense width: hidden stays the default)
+            wide = {"widths": list(_matched_width(scale, "ellipse", (), "plain", arch,
+                                                  widths)[0])}
             prefix = f"{arch}-"
         for label, keys in (("ellipse", {"method": "manifold", "manifold": "ellipse"}),
                             ("point", {"method": "plain"}),

@@ -42,8 +42,9 @@ from .config import RunConfig
 from .presets import Preset, PresetRun
 from .trainer import RunData, aggregate_seeds, load_run_data, run_seeds
 
-__all__ = ["METRICS", "markdown_tables", "paired_difference", "paired_differences", "run_sweep",
-           "select_runs", "select_tuned", "sweep_rows", "t_quantile_975"]
+__all__ = ["METRICS", "markdown_tables", "mean_run_time", "paired_difference",
+           "paired_differences", "run_sweep", "select_runs", "select_tuned", "sweep_rows",
+           "t_quantile_975"]
 
 METRICS = ("test_accuracy", "seen_accuracy", "unseen_accuracy", "gap", "test_loss",
            "train_loss", "val_accuracy", "val_seen_accuracy", "val_unseen_accuracy", "val_gap")
@@ -153,9 +154,7 @@ def sweep_rows(runs: Sequence[PresetRun], aggregates: Sequence[dict[str, Any]],
             row["parameters"] = summaries[0]["parameters"]
             row["train_flops_per_example"] = summaries[0].get("train_flops_per_example")
             row["wall_time_s"] = sum(x["wall_time_s"] for x in summaries) / len(summaries)
-            # the whole run, evaluations included: only where every seed recorded it
-            whole = [x.get("run_time_s") for x in summaries]
-            row["run_time_s"] = None if None in whole else sum(whole) / len(whole)
+            row["run_time_s"] = mean_run_time(summaries)
         rows.append(row)
     return rows
 
@@ -241,6 +240,13 @@ def _signed(value: Any) -> str:
 
 def _mflop(value: Any) -> str:
     return "–" if value is None or value == "" else f"{float(value) / 1e6:,.0f}"
+
+
+def mean_run_time(summaries: Sequence[Mapping[str, Any]]) -> float | None:
+    """The mean ``run_time_s`` (the whole run, evaluations included) of the runs'
+    summaries; ``None`` unless every one recorded it (a mean of some would understate)."""
+    whole = [s.get("run_time_s") for s in summaries]
+    return None if not whole or None in whole else sum(whole) / len(whole)
 
 
 def _seconds(value: Any) -> str:
