@@ -61,6 +61,55 @@ def test_width_matched_resnet_within_five_percent(arch, widths):
     assert 1.6 < factors[-1] < 1.9
 
 
+def _reference_match_width(target, arch, method, widths, **kwargs):
+    """The search as first written: 40 bisection steps, every step building its network."""
+    resnet = arch.startswith("resnet")
+    base = widths or ((64, 128, 256, 512) if resnet else (32, 64, 128))
+
+    def build(scale):
+        scaled = [max(1, round(w * scale)) for w in base]
+        hidden = 512 if resnet else max(1, round(512 * scale))
+        n = count_parameters(build_model(arch, method, wm.Ellipse(), widths=scaled,
+                                         hidden=hidden, **kwargs))
+        return scaled, hidden, n
+
+    lo, hi = 0.05, 1.0
+    while build(hi)[2] < target:
+        hi *= 2
+    best = None
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        got = build(mid)
+        if best is None or abs(got[2] - target) < abs(best[2] - target):
+            best = got
+        lo, hi = (mid, hi) if got[2] < target else (lo, mid)
+    return best[0], best[1]
+
+
+@pytest.mark.parametrize(("arch", "method", "widths", "factor"), [
+    ("cnn", "plain", None, 3.0), ("cnn", "concat", None, 0.4), ("cnn", "film", None, 1.7),
+    ("resnet18ln-chw", "plain", (16, 32, 64, 128), 2.9),
+])
+def test_width_matching_stops_early_with_the_same_answer(arch, method, widths, factor,
+                                                          monkeypatch):
+    """Stopping once both ends of the bisection give the same widths changes nothing."""
+    from weightmanifold.experiments import models
+
+    kwargs = {"in_channels": 1, "image_size": 28}
+    target = round(factor * count_parameters(build_model(arch, "plain", widths=widths,
+                                                         **kwargs)))
+    expected = _reference_match_width(target, arch, method, widths, **kwargs)
+    builds = []
+    real_build = models.build_model
+    monkeypatch.setattr(models, "build_model",
+                        lambda *a, **k: builds.append((tuple(k["widths"]), k["hidden"]))
+                        or real_build(*a, **k))
+    got = match_width(target, arch=arch, method=method, manifold=wm.Ellipse(), widths=widths,
+                      tolerance=0.5, **kwargs)
+    assert got == (list(expected[0]), expected[1])
+    assert len(builds) == len(set(builds)) < 40  # no network built twice
+
+
 def test_width_matching_refuses_what_it_cannot_match():
     with pytest.raises(ValueError, match="unknown architecture 'vit'"):
         match_width(1000, arch="vit")

@@ -394,30 +394,44 @@ def match_width(target: int, *, arch: str = "cnn", method: str = "plain",
         raise ValueError(f"width matching of {arch} is for 'plain' only, not {method!r}")
     base = tuple(widths) if widths else (RESNET_WIDTHS if resnet else PAPER_WIDTHS)
 
-    def build(scale: float) -> tuple[list[int], int, int]:
-        scaled = [max(1, round(w * scale)) for w in base]
-        hidden = PAPER_HIDDEN if resnet else max(1, round(PAPER_HIDDEN * scale))
-        net = build_model(arch, method, manifold, features=features, in_channels=in_channels,
-                          image_size=image_size, classes=classes, widths=scaled, hidden=hidden)
-        return scaled, hidden, count_parameters(net)
+    def shape(scale: float) -> tuple[tuple[int, ...], int]:
+        scaled = tuple(max(1, round(w * scale)) for w in base)
+        return scaled, PAPER_HIDDEN if resnet else max(1, round(PAPER_HIDDEN * scale))
+
+    counts: dict[tuple[tuple[int, ...], int], int] = {}
+
+    def count(widths_hidden: tuple[tuple[int, ...], int]) -> int:
+        if widths_hidden not in counts:
+            scaled, hidden = widths_hidden
+            net = build_model(arch, method, manifold, features=features,
+                              in_channels=in_channels, image_size=image_size, classes=classes,
+                              widths=list(scaled), hidden=hidden)
+            counts[widths_hidden] = count_parameters(net)
+        return counts[widths_hidden]
 
     lo, hi = 0.05, 1.0
-    while build(hi)[2] < target:
+    while count(shape(hi)) < target:
         hi *= 2
         if hi > 64:
             raise ValueError(f"no width reaches {target} parameters")
-    best = None
+    # Bisect the scale; each width is a rounded, non-decreasing function of it, so
+    # once both ends give the same widths every scale between does too: stop there.
+    best: tuple[tuple[tuple[int, ...], int], int] | None = None
     for _ in range(40):
+        if best is not None and shape(lo) == shape(hi):
+            break
         mid = (lo + hi) / 2
-        widths, hidden, n = build(mid)
-        if best is None or abs(n - target) < abs(best[2] - target):
-            best = (widths, hidden, n)
+        candidate = shape(mid)
+        n = count(candidate)
+        if best is None or abs(n - target) < abs(best[1] - target):
+            best = (candidate, n)
         if n < target:
             lo = mid
         else:
             hi = mid
     assert best is not None
-    if abs(best[2] / target - 1) > tolerance:
-        raise ValueError(f"closest width gives {best[2]} parameters, not within "
+    (scaled, hidden), n = best
+    if abs(n / target - 1) > tolerance:
+        raise ValueError(f"closest width gives {n} parameters, not within "
                          f"{100 * tolerance:g} % of {target}")
-    return best[0], best[1]
+    return list(scaled), hidden
