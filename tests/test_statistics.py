@@ -90,9 +90,9 @@ def _reference_match_width(target, arch, method, widths, **kwargs):
     ("cnn", "plain", None, 3.0), ("cnn", "concat", None, 0.4), ("cnn", "film", None, 1.7),
     ("resnet18ln-chw", "plain", (16, 32, 64, 128), 2.9),
 ])
-def test_width_matching_stops_early_with_the_same_answer(arch, method, widths, factor,
-                                                          monkeypatch):
-    """Stopping once both ends of the bisection give the same widths changes nothing."""
+def test_width_matching_builds_each_width_once_with_the_same_answer(arch, method, widths,
+                                                                    factor, monkeypatch):
+    """Counting each width's parameters once changes nothing: the first search's answer."""
     from weightmanifold.experiments import models
 
     kwargs = {"in_channels": 1, "image_size": 28}

@@ -414,12 +414,10 @@ def match_width(target: int, *, arch: str = "cnn", method: str = "plain",
         hi *= 2
         if hi > 64:
             raise ValueError(f"no width reaches {target} parameters")
-    # Bisect the scale; each width is a rounded, non-decreasing function of it, so
-    # once both ends give the same widths every scale between does too: stop there.
+    # Bisect the scale. The widths are rounded, so the later steps mostly revisit
+    # widths already counted: ``count`` builds each network once.
     best: tuple[tuple[tuple[int, ...], int], int] | None = None
     for _ in range(40):
-        if best is not None and shape(lo) == shape(hi):
-            break
         mid = (lo + hi) / 2
         candidate = shape(mid)
         n = count(candidate)
