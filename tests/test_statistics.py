@@ -8,7 +8,14 @@ import pytest
 from scipy import stats
 
 import weightmanifold as wm
-from weightmanifold.experiments.models import build_model, count_parameters, match_width
+from weightmanifold.experiments.models import (
+    PAPER_HIDDEN,
+    PAPER_WIDTHS,
+    RESNET_WIDTHS,
+    build_model,
+    count_parameters,
+    match_width,
+)
 from weightmanifold.experiments.presets import get_preset, matched_baselines
 from weightmanifold.experiments.sweep import paired_difference, t_quantile_975
 
@@ -64,11 +71,11 @@ def test_width_matched_resnet_within_five_percent(arch, widths):
 def _reference_match_width(target, arch, method, widths, **kwargs):
     """The search as first written: 40 bisection steps, every step building its network."""
     resnet = arch.startswith("resnet")
-    base = widths or ((64, 128, 256, 512) if resnet else (32, 64, 128))
+    base = widths or (RESNET_WIDTHS if resnet else PAPER_WIDTHS)
 
     def build(scale):
         scaled = [max(1, round(w * scale)) for w in base]
-        hidden = 512 if resnet else max(1, round(512 * scale))
+        hidden = PAPER_HIDDEN if resnet else max(1, round(PAPER_HIDDEN * scale))
         n = count_parameters(build_model(arch, method, wm.Ellipse(), widths=scaled,
                                          hidden=hidden, **kwargs))
         return scaled, hidden, n

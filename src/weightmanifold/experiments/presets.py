@@ -95,7 +95,7 @@ def _matched_width(scale: str, manifold: str, options: tuple[tuple[str, Any], ..
     network's widths (the architecture's defaults when ``None``); see
     :func:`~weightmanifold.experiments.models.match_width`.
 
-    Cached: a bisection builds about forty networks, and every listing of the
+    Cached: the bisection builds a dozen or so networks, and every listing of the
     rotation, noise and unconditioned presets asks for it.
     """
     import weightmanifold as wm
