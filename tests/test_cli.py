@@ -365,7 +365,8 @@ def test_quick_scale_is_the_first_results_budget():
     assert {r.x for r in get_preset("rotation-sparsity").runs("quick")} == {0.1, 0.25, 1.0}
     resnet = [r.config for r in get_preset("unconditioned").runs("quick") if r.x != "cnn"]
     assert {tuple(c.widths) for c in resnet} == {(16, 32, 64, 128)}
-    for name in ("init", "unconditioned-converged", "preconditioning-tuned"):
+    for name in ("init", "unconditioned-converged", "preconditioning-tuned",
+                 "unconditioned-tuned"):
         assert all(r.config.validation == 1000 and r.config.epochs == 3
                    for r in get_preset(name).runs("quick"))
     assert main(["sweep", "diffusion", "--scale", "quick"]) == 2
@@ -569,6 +570,71 @@ def test_unconditioned_converged_preset(scale):
     small = {r.label: r.config for r in get_preset("unconditioned").runs(scale) if r.x == resnet}
     assert by_label["ellipse"].widths == small["ellipse"].widths
     assert by_label["point"].widths == small["point"].widths
+
+
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_unconditioned_tuned_preset_runs_each_network_at_every_rate_of_its_grid(scale):
+    """unconditioned-tuned: the CNN and the ResNet, ellipse and point, each at every rate of
+    the grid; at cpu scale on the unconditioned preset's 10 000 images for a fixed 10 epochs,
+    validated every epoch, the ResNet the unconditioned preset's own."""
+    from weightmanifold.experiments.presets import UNCONDITIONED_LRS
+
+    preset = get_preset("unconditioned-tuned")
+    assert preset.tune == ("lr", UNCONDITIONED_LRS) and preset.grid_seeds([0, 1, 2]) == [0]
+    assert 0.01 in UNCONDITIONED_LRS  # the paper's rate, the other presets' (runs at 0.01)
+    runs = preset.runs(scale)
+    resnet = "resnet18ln" if scale == "paper" else "resnet18ln-chw"
+    assert sorted((r.x, r.label, r.tuned) for r in runs) == sorted(
+        (arch, label, lr) for arch in ("cnn", resnet) for label in ("ellipse", "point")
+        for lr in UNCONDITIONED_LRS)
+    assert len({r.folder for r in runs}) == len(runs)
+    assert "resnet18ln-chw-ellipse-lr0.02" in {r.folder for r in runs} or scale == "paper"
+    small = {(r.x, r.label): r.config for r in get_preset("unconditioned").runs(scale)}
+    for r in runs:
+        c = r.config
+        assert c.task == "unconditioned" and c.arch == r.x and c.lr == r.tuned
+        assert c.method == ("manifold" if r.label == "ellipse" else "plain")
+        # the networks of the unconditioned preset, apart from the rate
+        assert (c.widths, c.hidden, c.manifold, c.init, c.optimizer, c.momentum) == (
+            small[r.x, r.label].widths, small[r.x, r.label].hidden, small[r.x, r.label].manifold,
+            small[r.x, r.label].init, small[r.x, r.label].optimizer,
+            small[r.x, r.label].momentum), r.folder
+        if scale == "cpu":
+            assert (c.train_subset, c.test_subset, c.validation, c.epochs, c.patience,
+                    c.validate_at) == (10000, None, 5000, 10, None, None), r.folder
+
+
+def test_unconditioned_tuned_chooses_each_networks_rate_on_validation(tmp_path):
+    """Per architecture and method the rate with the best validation accuracy on seed 0 is
+    chosen and runs on the later seeds; ellipse − point compares the chosen runs."""
+    preset = get_preset("unconditioned-tuned")
+    tiny = {**{k: v for k, v in TINY_OVERRIDES.items() if k != "lr"}, "validation": 64}
+    rows = run_sweep(preset, tmp_path, seeds=[0, 1], xs=["cnn"], overrides=tiny,
+                     log=lambda m: None, progress=False)
+    assert len(rows) == 2 * 5 and {r["x"] for r in rows} == {"cnn"}
+    assert (tmp_path / "curves.png").exists() and (tmp_path / "by_condition.png").exists()
+
+    def final(name, seed):
+        return json.loads((tmp_path / name / f"seed_{seed}" / "summary.json").read_text())[
+            "final"]
+
+    chosen = {}
+    for label in ("ellipse", "point"):
+        mine = [r for r in rows if r["label"] == label]
+        val = {r["name"]: final(r["name"], 0)["val_accuracy"] for r in mine}
+        (pick,) = [r["name"] for r in mine if r["chosen"]]
+        # the first of the best (ties go to the grid's first value)
+        assert pick == max(val, key=lambda n: (val[n], -list(val).index(n)))
+        chosen[label] = pick
+        assert {r["name"] for r in mine if (tmp_path / r["name"] / "seed_1").exists()} == {pick}
+    saved = json.loads((tmp_path / "results.json").read_text())["tuning"]
+    assert saved["chosen_by"] == "val_accuracy" and saved["tuned_on_seeds"] == [0]
+    diffs = list(csv.DictReader(open(tmp_path / "differences.csv")))
+    assert [(d["label"], d["x"], d["metric"]) for d in diffs] == [
+        ("point", "cnn", "test_accuracy")]
+    expected = sum(final(chosen["ellipse"], k)["test_accuracy"]
+                   - final(chosen["point"], k)["test_accuracy"] for k in (0, 1)) / 2
+    assert float(diffs[0]["difference"]) == pytest.approx(expected)
 
 
 def test_unconditioned_converged_cnn_runs_archived_before_the_resnet_still_count():
