@@ -575,20 +575,23 @@ def test_unconditioned_converged_preset(scale):
 @pytest.mark.parametrize("scale", ["cpu", "paper"])
 def test_unconditioned_tuned_preset_runs_each_network_at_every_rate_of_its_grid(scale):
     """unconditioned-tuned: the CNN and the ResNet, ellipse and point, each at every rate of
-    the grid; at cpu scale on the unconditioned preset's 10 000 images for a fixed 10 epochs,
-    validated every epoch, the ResNet the unconditioned preset's own."""
+    the grid; at cpu scale both on 10 000 images (the unconditioned ResNet's subset) for a
+    fixed 10 epochs, validated every epoch, the networks the unconditioned preset's own."""
     from weightmanifold.experiments.presets import UNCONDITIONED_LRS
 
     preset = get_preset("unconditioned-tuned")
+    # the grid the README and --help name, around the paper's 0.01 the other presets run at
+    assert UNCONDITIONED_LRS == (0.005, 0.01, 0.02, 0.04, 0.08)
+    assert "lr 0.005, 0.01, 0.02, 0.04, 0.08, on the first seed" in preset.description
     assert preset.tune == ("lr", UNCONDITIONED_LRS) and preset.grid_seeds([0, 1, 2]) == [0]
-    assert 0.01 in UNCONDITIONED_LRS  # the paper's rate, the other presets' (runs at 0.01)
     runs = preset.runs(scale)
     resnet = "resnet18ln" if scale == "paper" else "resnet18ln-chw"
     assert sorted((r.x, r.label, r.tuned) for r in runs) == sorted(
         (arch, label, lr) for arch in ("cnn", resnet) for label in ("ellipse", "point")
         for lr in UNCONDITIONED_LRS)
     assert len({r.folder for r in runs}) == len(runs)
-    assert "resnet18ln-chw-ellipse-lr0.02" in {r.folder for r in runs} or scale == "paper"
+    if scale == "cpu":
+        assert "resnet18ln-chw-ellipse-lr0.02" in {r.folder for r in runs}
     small = {(r.x, r.label): r.config for r in get_preset("unconditioned").runs(scale)}
     for r in runs:
         c = r.config
@@ -599,9 +602,33 @@ def test_unconditioned_tuned_preset_runs_each_network_at_every_rate_of_its_grid(
             small[r.x, r.label].widths, small[r.x, r.label].hidden, small[r.x, r.label].manifold,
             small[r.x, r.label].init, small[r.x, r.label].optimizer,
             small[r.x, r.label].momentum), r.folder
-        if scale == "cpu":
-            assert (c.train_subset, c.test_subset, c.validation, c.epochs, c.patience,
-                    c.validate_at) == (10000, None, 5000, 10, None, None), r.folder
+        budget = (c.dataset, c.train_subset, c.test_subset, c.validation, c.epochs,
+                  c.patience, c.validate_at)
+        assert budget == ({"cpu": ("fashion-mnist", 10000, None, 5000, 10, None, None),
+                           "paper": ("cifar10", None, None, 5000, 50, None, None)}[scale]), \
+            r.folder
+    # the rate is what the preset chooses: a sweep cannot set it
+    from weightmanifold.experiments.sweep import select_runs
+
+    with pytest.raises(ValueError, match="tunes lr"):
+        select_runs(preset, overrides={"lr": 0.1})
+
+
+def test_unconditioned_tuned_chooses_a_rate_per_architecture_and_method():
+    """The labels repeat across the CNN and the ResNet: each (method, architecture) gets the
+    rate of its own best validation accuracy, never another architecture's."""
+    from weightmanifold.experiments.sweep import select_tuned
+
+    runs = get_preset("unconditioned-tuned").runs("cpu")
+    # a different best rate in each of the four groups
+    best = {("ellipse", "cnn"): 0.02, ("point", "cnn"): 0.005,
+            ("ellipse", "resnet18ln-chw"): 0.08, ("point", "resnet18ln-chw"): 0.01}
+    aggregates = [{"metrics": {"val_accuracy": {
+        "mean": 0.9 if r.tuned == best[r.label, r.x] else 0.5 + r.tuned}}} for r in runs]
+    chosen, key = select_tuned(runs, aggregates, "test_accuracy")
+    assert key == "val_accuracy"
+    assert sorted((runs[i].label, runs[i].x, runs[i].tuned) for i in chosen) == sorted(
+        (label, x, lr) for (label, x), lr in best.items())
 
 
 def test_unconditioned_tuned_chooses_each_networks_rate_on_validation(tmp_path):
@@ -627,8 +654,13 @@ def test_unconditioned_tuned_chooses_each_networks_rate_on_validation(tmp_path):
         assert pick == max(val, key=lambda n: (val[n], -list(val).index(n)))
         chosen[label] = pick
         assert {r["name"] for r in mine if (tmp_path / r["name"] / "seed_1").exists()} == {pick}
+        for r in mine:  # the grid on seed 0 only; the chosen rate on both seeds
+            assert r["n"] == (2 if r["chosen"] else 1)
     saved = json.loads((tmp_path / "results.json").read_text())["tuning"]
     assert saved["chosen_by"] == "val_accuracy" and saved["tuned_on_seeds"] == [0]
+    assert saved["grid"] == [0.005, 0.01, 0.02, 0.04, 0.08] and saved["diverged"] == []
+    assert sorted(saved["chosen"]) == sorted(chosen.values())
+    assert "chosen by validation" in (tmp_path / "tables.md").read_text()
     diffs = list(csv.DictReader(open(tmp_path / "differences.csv")))
     assert [(d["label"], d["x"], d["metric"]) for d in diffs] == [
         ("point", "cnn", "test_accuracy")]

@@ -39,7 +39,8 @@ The ``init`` study, ``preconditioning-tuned`` and ``unconditioned-converged``
 read whole curves: at cpu scale a fixed 10 (15) epochs on the full training set
 less a 5 000-image validation split (read every epoch, for the curves and for
 choices), the test set read once, at the end of each run. ``unconditioned-tuned``
-does the same on the ``unconditioned`` preset's 10 000 training images, 10 epochs.
+does the same on 10 000 training images (the subset the ``unconditioned`` ResNet trains
+on), 10 epochs.
 """
 
 from __future__ import annotations
@@ -399,9 +400,10 @@ def _unconditioned_converged(scale: str) -> list[tuple[str, str, Any, dict[str, 
 #: 2 around the paper's 0.01, more of them above it, since at 0.01 the ResNet ellipse ends
 #: ``unconditioned-converged`` with 2.2 times the point network's train loss
 UNCONDITIONED_LRS = (0.005, 0.01, 0.02, 0.04, 0.08)
-#: its budget: the ``unconditioned`` preset's 10 000 training images (a full-set grid of the
-#: ResNet would take about 6 h a seed here), a fixed 10 epochs so that every rate is read at
-#: the same point of its curve, the validation split read every epoch and choosing the rate
+#: its budget: at cpu scale 10 000 training images for both networks, the subset the
+#: ``unconditioned`` preset's ResNet trains on (a full-set grid of the ResNet would take about
+#: 4 h a seed here: 5 rates × about 37 + 14 min), a fixed 10 epochs so that every rate is read
+#: at the same point of its curve, the validation split read every epoch and choosing the rate
 _UNCONDITIONED_TUNED_BASE: dict[str, dict[str, Any]] = {
     "cpu": {"train_subset": 10000, "test_subset": None, "validation": 5000, "epochs": 10,
             "patience": None, "patience_on": None, "validate_at": None},
@@ -471,8 +473,8 @@ PRESETS: dict[str, Preset] = {
                "until the validation curves flatten", "Fig. 4b-c", "arch", "test_accuracy",
                _unconditioned_converged, reference="ellipse"),
         Preset("unconditioned-tuned", "ellipse with a random s per example vs the point "
-               "network (paper CNN and ResNet-18-LN, 10 000 training images, 10 epochs), "
-               "each at its own learning rate chosen on a validation split (lr "
+               "network (paper CNN and ResNet-18-LN; at cpu scale 10 000 training images, "
+               "10 epochs), each at its own learning rate chosen on a validation split (lr "
                + ", ".join(f"{v:g}" for v in UNCONDITIONED_LRS) + ", on the first seed; "
                "the chosen rate then runs on every seed)", "Fig. 4b-c", "arch",
                "test_accuracy", _unconditioned_tuned, reference="ellipse",
