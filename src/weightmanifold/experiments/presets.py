@@ -296,24 +296,42 @@ def _optimizers(scale: str) -> list[tuple[str, str, Any, dict[str, Any]]]:
             for name in ("sgd", "adam", "adamw")]
 
 
+#: the ResNet's widths on one-channel 28-pixel images (cpu and quick scales) in every
+#: unconditioned preset; at paper scale the ResNet keeps the paper's widths
+_CPU_RESNET_WIDTHS = (16, 32, 64, 128)
+#: the two networks every unconditioned preset compares: the ellipse with a random s per
+#: example and the point network (one network, no conditioning)
+_UNCONDITIONED_METHODS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("ellipse", {"method": "manifold", "manifold": "ellipse"}),
+    ("point", {"method": "plain"}))
+
+
+def _unconditioned_archs(scale: str) -> tuple[str, str]:
+    """The unconditioned presets' networks: the paper CNN and the ResNet-18-LN.
+
+    At CPU scale (one-channel Fashion-MNIST) the ResNet normalises over (C, H, W): with
+    the paper's per-pixel LayerNorm most seeds stayed at chance for the whole 2-epoch
+    quick budget where this was measured (see weightmanifold.experiments.models)."""
+    return ("cnn", "resnet18ln" if scale == "paper" else "resnet18ln-chw")
+
+
+def _resnet_widths(arch: str) -> dict[str, Any]:
+    """The ``widths`` key of an unconditioned preset's ``arch`` (none for the paper's)."""
+    return {"widths": list(_CPU_RESNET_WIDTHS)} if arch == "resnet18ln-chw" else {}
+
+
 def _unconditioned(scale: str) -> list[tuple[str, str, Any, dict[str, Any]]]:
     out = []
-    # At CPU scale (one-channel Fashion-MNIST) the ResNet normalises over (C, H, W):
-    # with the paper's per-pixel LayerNorm most seeds stayed at chance for the whole
-    # 2-epoch quick budget where this was measured (see weightmanifold.experiments.models).
-    archs = ["cnn", "resnet18ln" if scale == "paper" else "resnet18ln-chw"]
-    for arch in archs:
+    for arch in _unconditioned_archs(scale):
         extra: dict[str, Any] = {}
         if arch == "resnet18ln-chw":
             # at cpu scale it trains on the quick scale's 10 000 images, up to 10 epochs
             # chosen on validation: about 8 min a seed for the ellipse and 4 for the point
             # (2 cores, validation included); 10 full-set epochs would take about 37 and 14
             # (unconditioned-converged's 15 took 56 and 22)
-            extra = {"widths": [16, 32, 64, 128],
+            extra = {**_resnet_widths(arch),
                      **({"epochs": 2} if scale == "quick" else {"train_subset": 10000})}
-        methods: list[tuple[str, dict[str, Any]]] = [
-            ("ellipse", {"method": "manifold", "manifold": "ellipse"}),
-            ("point", {"method": "plain"})]
+        methods = list(_UNCONDITIONED_METHODS)
         if arch == "cnn":
             # the point network widened to the ellipse's parameter count (±5 %)
             widths, hidden = _matched_width(scale, "ellipse", (), "plain")
@@ -373,24 +391,22 @@ def _tuned_ablation(scale: str) -> list[tuple[str, str, Any, dict[str, Any]]]:
 
 def _unconditioned_converged(scale: str) -> list[tuple[str, str, Any, dict[str, Any]]]:
     out = []
-    for arch in ("cnn", "resnet18ln" if scale == "paper" else "resnet18ln-chw"):
-        base = {"task": "unconditioned", "arch": arch, **_CONVERGED_BASE[scale]}
+    for arch in _unconditioned_archs(scale):
+        base = {"task": "unconditioned", "arch": arch, **_CONVERGED_BASE[scale],
+                **_resnet_widths(arch)}
         if arch == "cnn":
             cnn_widths, hidden = _matched_width(scale, "ellipse", (), "plain")
             wide: dict[str, Any] = {"widths": list(cnn_widths), "hidden": hidden}
             # the CNN's folders keep the names they had before the ResNet joined
             prefix = ""
         else:
-            # the unconditioned preset's ResNet (16/32/64/128 on one-channel 28-pixel
-            # images, the paper's widths at paper scale), here on the full training set
-            widths = (16, 32, 64, 128) if arch == "resnet18ln-chw" else None
-            base.update({"widths": list(widths)} if widths else {})
+            # the unconditioned preset's ResNet, here on the full training set
             # (a ResNet has no dense width: hidden stays the default)
+            widths = _CPU_RESNET_WIDTHS if arch == "resnet18ln-chw" else None
             wide = {"widths": list(_matched_width(scale, "ellipse", (), "plain", arch,
                                                   widths)[0])}
             prefix = f"{arch}-"
-        for label, keys in (("ellipse", {"method": "manifold", "manifold": "ellipse"}),
-                            ("point", {"method": "plain"}),
+        for label, keys in (*_UNCONDITIONED_METHODS,
                             ("point-wide", {"method": "plain", **wide})):
             out.append((prefix + label, label, arch, {**base, **keys}))
     return out
@@ -415,12 +431,10 @@ _UNCONDITIONED_TUNED_BASE: dict[str, dict[str, Any]] = {
 
 def _unconditioned_tuned(scale: str) -> list[tuple[str, str, Any, dict[str, Any]]]:
     out = []
-    for arch in ("cnn", "resnet18ln" if scale == "paper" else "resnet18ln-chw"):
-        base = {"task": "unconditioned", "arch": arch, **_UNCONDITIONED_TUNED_BASE[scale]}
-        if arch == "resnet18ln-chw":
-            base["widths"] = [16, 32, 64, 128]  # the unconditioned preset's ResNet
-        for label, keys in (("ellipse", {"method": "manifold", "manifold": "ellipse"}),
-                            ("point", {"method": "plain"})):
+    for arch in _unconditioned_archs(scale):
+        base = {"task": "unconditioned", "arch": arch, **_UNCONDITIONED_TUNED_BASE[scale],
+                **_resnet_widths(arch)}
+        for label, keys in _UNCONDITIONED_METHODS:
             out.append((f"{arch}-{label}", label, arch, {**base, **keys}))
     return out
 
