@@ -428,6 +428,39 @@ def test_evaluate_at_the_seen_conditions_only_gives_their_rows_of_the_full_evalu
                                  conditions="all") == every
 
 
+def test_evaluate_classifies_once_for_a_point_network_on_images_no_condition_changes():
+    """``ignores_s`` on the unconditioned task: one pass, the same numbers as a pass per
+    condition; on a task that transforms its images every condition is still evaluated."""
+    images, labels = labelled_images(10)
+    calls: list[int] = []
+    weight = torch.randn(81, NUM_CLASSES, generator=gen(1))
+
+    def point(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        calls.append(len(x))
+        return x.flatten(1) @ weight
+
+    task = UnconditionedTask(eval_points=4)
+    assert not task.transforms_input
+    every = evaluate_by_condition(point, images, labels, task, batch_size=4, generator=0)
+    assert calls == [4, 4, 2] * 4
+    calls.clear()
+    once = evaluate_by_condition(point, images, labels, task, batch_size=4, generator=0,
+                                 ignores_s=True)
+    assert calls == [4, 4, 2]
+    assert once == every
+    assert [r["s"] for r in once["conditions"]] == [0.0, 0.25, 0.5, 0.75]
+
+    rotation = RotationTask(train_fraction=0.5, bins=8, seed=1)
+    assert rotation.transforms_input
+    calls.clear()
+    rotated = evaluate_by_condition(point, images, labels, rotation, batch_size=4,
+                                    ignores_s=True)
+    assert calls == [4, 4, 2] * 8
+    assert rotated == evaluate_by_condition(point, images, labels, rotation, batch_size=4)
+    with pytest.raises(TypeError, match="ignores_s must be a bool, got str"):
+        evaluate_by_condition(point, images, labels, task, ignores_s="yes")
+
+
 def test_evaluate_refuses_unknown_conditions_and_seen_when_nothing_is_seen(monkeypatch):
     task = RotationTask(train_fraction=0.5, bins=8, seed=1)
     images, labels = labelled_images(4)

@@ -122,6 +122,33 @@ def test_resume_in_process_mid_epoch_equals_uninterrupted(tmp_path, data):
         read(tmp_path / "full" / "metrics.csv").splitlines()[-1]
 
 
+def test_a_point_network_on_the_unconditioned_task_is_evaluated_once(tmp_path, monkeypatch):
+    """A plain network ignores s and the unconditioned task leaves the images alone: the
+    trainer classifies each split once, not once per evaluation point, with the same
+    metrics (the manifold, which depends on s, is still evaluated at every point)."""
+    from weightmanifold.experiments import tasks as tasks_module
+    from weightmanifold.experiments import trainer as trainer_module
+
+    asked: list[bool] = []
+    evaluate = tasks_module.evaluate_by_condition
+
+    def spy(*args, ignores_s: bool = False, **kw):
+        asked.append(ignores_s)
+        return evaluate(*args, ignores_s=ignores_s, **kw)
+
+    base = {"task": "unconditioned", "task_options": {"eval_points": 4}, "validation": 16}
+    data = load_run_data(tiny(**base))
+    a = train(tiny(**base, method="plain"), tmp_path / "plain", data=data, **quiet())
+    monkeypatch.setattr(trainer_module, "evaluate_by_condition", spy)
+    b = train(tiny(**base, method="plain"), tmp_path / "spied", data=data, **quiet())
+    assert asked and all(asked)
+    assert a["final"] == b["final"]
+    assert read(tmp_path / "plain" / "metrics.csv") == read(tmp_path / "spied" / "metrics.csv")
+    asked.clear()
+    train(tiny(**base, method="manifold"), tmp_path / "manifold", data=data, **quiet())
+    assert asked and not any(asked)
+
+
 def test_run_time_counts_the_evaluations_across_resumes(tmp_path, data, monkeypatch):
     """``wall_time_s`` counts training steps only; ``run_time_s`` the whole run, each
     evaluation included, summed over the sessions of a resumed run, and ``None`` once

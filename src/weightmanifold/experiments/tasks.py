@@ -141,6 +141,8 @@ class Task(abc.ABC):
         name: registry name of the task (the key in :data:`TASKS`).
         periodic: whether the condition wraps (``s`` and ``s + 1`` are the same
             condition), which is the case for rotation angles.
+        transforms_input: whether :meth:`apply` depends on ``s`` (``False`` only
+            where it returns the images unchanged at every condition).
 
     Examples:
         >>> import torch
@@ -153,6 +155,7 @@ class Task(abc.ABC):
 
     name: str
     periodic: bool
+    transforms_input: bool = True
 
     @abc.abstractmethod
     def sample_conditions(
@@ -634,6 +637,7 @@ class UnconditionedTask(Task):
 
     name = "unconditioned"
     periodic = True
+    transforms_input = False
 
     def __init__(self, eval_points: int = 8) -> None:
         self.eval_points = _check_int(eval_points, "UnconditionedTask: eval_points", 1)
@@ -727,6 +731,7 @@ def evaluate_by_condition(
     batch_size: int = 256,
     generator: torch.Generator | int | None = None,
     conditions: str = "all",
+    ignores_s: bool = False,
 ) -> dict[str, Any]:
     r"""Accuracy and mean cross-entropy on every evaluation condition of a task.
 
@@ -752,7 +757,11 @@ def evaluate_by_condition(
     argument is only read (its state is copied), never advanced.
 
     ``predict`` is called under :func:`torch.no_grad`; put a model in eval mode
-    before wrapping it.
+    before wrapping it. Where ``predict`` ignores ``s`` (``ignores_s``, a point
+    network) and the task leaves the images unchanged at every condition
+    (``task.transforms_input`` is ``False``), every condition gives the same
+    numbers: the set is classified once, at the first condition, and its
+    numbers are copied to the others (identical to classifying it at each).
 
     Args:
         predict: ``predict(x', s) -> logits``, with ``x'`` of shape
@@ -767,6 +776,8 @@ def evaluate_by_condition(
         conditions: ``"all"`` or ``"seen"``: evaluate at the seen conditions
             only (``overall`` is then their mean and ``unseen`` is ``None``).
             Each seen condition gives the same numbers as with ``"all"``.
+        ignores_s: ``predict``'s output does not depend on ``s`` (see above);
+            with a task that transforms its input it changes nothing.
 
     Returns:
         A JSON-serialisable dict::
@@ -779,8 +790,8 @@ def evaluate_by_condition(
              "unseen": {...} or None}  # None when every condition is seen
 
     Raises:
-        TypeError: if ``images``/``labels`` have the wrong dtype or ``task`` is
-            not a :class:`Task`.
+        TypeError: if ``images``/``labels`` have the wrong dtype, ``task`` is
+            not a :class:`Task` or ``ignores_s`` is not a bool.
         ValueError: if shapes do not match, the set is empty, ``batch_size < 1``,
             ``conditions`` is neither ``"all"`` nor ``"seen"``, it is ``"seen"``
             and the task evaluates no seen condition, or ``predict`` returns
@@ -809,6 +820,9 @@ def evaluate_by_condition(
             f"got shape {list(labels.shape)}"
         )
     batch_size = _check_int(batch_size, "evaluate_by_condition: batch_size", 1)
+    if not isinstance(ignores_s, bool):
+        raise TypeError(f"evaluate_by_condition: ignores_s must be a bool, "
+                        f"got {type(ignores_s).__name__}")
     if generator is None:
         generator = 0
     if isinstance(generator, torch.Generator):
@@ -829,8 +843,13 @@ def evaluate_by_condition(
                              f"{task.name!r} evaluates no condition training uses")
         grid, seen = grid[seen], seen[seen]
     records: list[dict[str, Any]] = []
+    # a point network on images no condition changes: one pass answers for every condition
+    same = ignores_s and not task.transforms_input
     with torch.no_grad():
         for s_k, seen_k in zip(grid.tolist(), seen.tolist()):
+            if same and records:
+                records.append({**records[0], "s": float(s_k), "seen": bool(seen_k)})
+                continue
             gen = torch.Generator(device=device)
             gen.set_state(state)
             correct, loss_sum = 0, 0.0

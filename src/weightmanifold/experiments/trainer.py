@@ -509,7 +509,8 @@ class Trainer:
                         conditions: str = "all") -> None:
                 res = evaluate_by_condition(predict, x, y, self.task,
                                             self.config.eval_batch_size, generator=seed,
-                                            conditions=conditions)
+                                            conditions=conditions,
+                                            ignores_s=self.config.method == "plain")
                 record.update({
                     f"{prefix}accuracy": res["overall"]["accuracy"],
                     f"{prefix}loss": res["overall"]["loss"],
