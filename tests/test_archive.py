@@ -186,6 +186,12 @@ def test_finished_run_under_another_name_or_unreadable_is_not_overwritten(tmp_pa
     with pytest.raises(CheckpointError, match=r"summary.json that cannot be read .* move it away"):
         train(config, tmp_path / "b", **quiet())
     assert (tmp_path / "b" / "summary.json").read_text() == "{not json"
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "summary.json").write_text("[1, 2]")  # JSON, but not a summary
+    with pytest.raises(CheckpointError, match=r"summary.json that is not a JSON object and no "
+                                              r"checkpoint: it may hold a finished run"):
+        train(config, tmp_path / "c", **quiet())
+    assert (tmp_path / "c" / "summary.json").read_text() == "[1, 2]"
 
 
 def test_finished_seeds_leaves_out_what_it_cannot_count_and_says_why(tmp_path):

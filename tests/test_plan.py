@@ -308,7 +308,8 @@ def test_plan_decides_each_runs_state_as_the_trainer_does(tmp_path):
     assert plan(5) == ("to train", None)
     state, why = plan(6)
     assert state == "refused" and why.startswith("has a completed summary.json without final")
-    assert plan(7) == ("to train", None)
+    state, why = plan(7)  # refused by the trainer too: no checkpoint, a file it did not write
+    assert state == "refused" and why.startswith("has a summary.json that is not a JSON object")
     text = format_plan(sweep_plan(preset, tmp_path, seeds=[1, 4], overrides=TINY,
                                   labels=["metric"]))
     assert "refused: metric/seed_1 has a summary.json that cannot be read" in text
@@ -321,9 +322,11 @@ def test_plan_decides_each_runs_state_as_the_trainer_does(tmp_path):
 
     assert run(0)["status"] == "completed"  # trained over the stray config.json
     assert run(5)["status"] == "completed"  # the diverged run, trained again
-    assert run(7)["status"] == "completed"
     with pytest.raises(CheckpointError, match=r"summary\.json that cannot be read"):
         run(1)
+    with pytest.raises(CheckpointError, match=r"summary\.json that is not a JSON object"):
+        run(7)
+    assert (root / "seed_7" / "summary.json").read_text() == "[1, 2]"
     before = (root / "seed_2" / "summary.json").read_text()
     assert run(2)["final"] == {"test_accuracy": 0.5}  # not retrained
     assert (root / "seed_2" / "summary.json").read_text() == before

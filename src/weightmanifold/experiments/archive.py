@@ -169,22 +169,20 @@ def training_refusal(out: Path, mine: dict[str, Any], checkpoint: Path) -> str |
     ``summary.json`` of a configuration other than ``mine`` (up to
     :data:`PLACEMENT_KEYS`; the name counts, as in :func:`finished_summary`) with no
     ``checkpoint`` to continue from: an archived result, which training there would
-    overwrite. An unreadable ``summary.json`` beside no checkpoint may be one.
+    overwrite. A ``summary.json`` that cannot be read (:func:`read_summary`: not
+    JSON, or not a JSON object) beside no checkpoint may be one.
 
     Returns:
         The reason, as a phrase that follows the directory's name: ``"holds a
         finished run of another configuration (lr: saved 0.02, now 0.01) and no
         checkpoint to continue it from"``.
     """
-    if checkpoint.exists() or not (out / "summary.json").exists():
+    if checkpoint.exists():
         return None
-    try:
-        with open(out / "summary.json") as f:
-            saved = json.load(f)
-    except (OSError, ValueError) as err:
-        return (f"has a summary.json that cannot be read ({err}) and no checkpoint: "
-                "it may hold a finished run")
-    if isinstance(saved, dict) and saved.get("status") in ("completed", "diverged") \
+    saved, why = read_summary(out)
+    if why is not None:
+        return f"has {why} and no checkpoint: it may hold a finished run"
+    if saved is not None and saved.get("status") in ("completed", "diverged") \
             and isinstance(saved.get("config"), dict):
         mismatch = configuration_mismatch(saved["config"], mine, ignore=PLACEMENT_KEYS)
         if mismatch:
