@@ -124,26 +124,41 @@ def test_resume_in_process_mid_epoch_equals_uninterrupted(tmp_path, data):
 
 def test_a_point_network_on_the_unconditioned_task_is_evaluated_once(tmp_path, monkeypatch):
     """A plain network ignores s and the unconditioned task leaves the images alone: the
-    trainer classifies each split once, not once per evaluation point, with the same
-    metrics (the manifold, which depends on s, is still evaluated at every point)."""
+    trainer classifies each split once, not once per evaluation point, with the metrics a
+    pass per point gives (the manifold, which depends on s, is still evaluated at every
+    point)."""
     from weightmanifold.experiments import tasks as tasks_module
     from weightmanifold.experiments import trainer as trainer_module
 
-    asked: list[bool] = []
     evaluate = tasks_module.evaluate_by_condition
+    asked: list[bool] = []
+    passes = [0]
 
-    def spy(*args, ignores_s: bool = False, **kw):
-        asked.append(ignores_s)
-        return evaluate(*args, ignores_s=ignores_s, **kw)
+    def spy(force: bool | None):
+        def run(predict, *args, ignores_s: bool = False, **kw):
+            asked.append(ignores_s)
 
-    base = {"task": "unconditioned", "task_options": {"eval_points": 4}, "validation": 16}
+            def counted(x, s):
+                passes[0] += 1
+                return predict(x, s)
+
+            return evaluate(counted, *args, **kw,
+                            ignores_s=ignores_s if force is None else force)
+        return run
+
+    base = {"task": "unconditioned", "task_options": {"eval_points": 4}, "validation": 16,
+            "eval_batch_size": 1000}
     data = load_run_data(tiny(**base))
-    a = train(tiny(**base, method="plain"), tmp_path / "plain", data=data, **quiet())
-    monkeypatch.setattr(trainer_module, "evaluate_by_condition", spy)
-    b = train(tiny(**base, method="plain"), tmp_path / "spied", data=data, **quiet())
+    monkeypatch.setattr(trainer_module, "evaluate_by_condition", spy(False))
+    every = train(tiny(**base, method="plain"), tmp_path / "every", data=data, **quiet())
+    every_passes, passes[0] = passes[0], 0
+    monkeypatch.setattr(trainer_module, "evaluate_by_condition", spy(None))
+    once = train(tiny(**base, method="plain"), tmp_path / "once", data=data, **quiet())
     assert asked and all(asked)
-    assert a["final"] == b["final"]
-    assert read(tmp_path / "plain" / "metrics.csv") == read(tmp_path / "spied" / "metrics.csv")
+    # 2 epochs: validation each, the test set at the end; one batch per split
+    assert (every_passes, passes[0]) == (4 * 3, 3)
+    assert once["final"] == every["final"]
+    assert read(tmp_path / "once" / "metrics.csv") == read(tmp_path / "every" / "metrics.csv")
     asked.clear()
     train(tiny(**base, method="manifold"), tmp_path / "manifold", data=data, **quiet())
     assert asked and not any(asked)

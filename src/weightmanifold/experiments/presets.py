@@ -316,7 +316,8 @@ def _unconditioned_archs(scale: str) -> tuple[str, str]:
 
 
 def _resnet_widths(arch: str) -> dict[str, Any]:
-    """The ``widths`` key of an unconditioned preset's ``arch`` (none for the paper's)."""
+    """The ``widths`` key of an unconditioned preset's ``arch``: the CPU ResNet's, none for
+    the CNN or the paper's ResNet (their default widths)."""
     return {"widths": list(_CPU_RESNET_WIDTHS)} if arch == "resnet18ln-chw" else {}
 
 
@@ -327,8 +328,9 @@ def _unconditioned(scale: str) -> list[tuple[str, str, Any, dict[str, Any]]]:
         if arch == "resnet18ln-chw":
             # at cpu scale it trains on the quick scale's 10 000 images, up to 10 epochs
             # chosen on validation: about 8 min a seed for the ellipse and 4 for the point
-            # (2 cores, validation included); 10 full-set epochs would take about 37 and 14
-            # (unconditioned-converged's 15 took 56 and 22)
+            # (2 cores, validation included, measured while the point network was still
+            # evaluated at every point of the ellipse); 10 full-set epochs would take about
+            # 37 and 14 (unconditioned-converged's 15 took 56 and 22)
             extra = {**_resnet_widths(arch),
                      **({"epochs": 2} if scale == "quick" else {"train_subset": 10000})}
         methods = list(_UNCONDITIONED_METHODS)
@@ -402,7 +404,7 @@ def _unconditioned_converged(scale: str) -> list[tuple[str, str, Any, dict[str, 
         else:
             # the unconditioned preset's ResNet, here on the full training set
             # (a ResNet has no dense width: hidden stays the default)
-            widths = _CPU_RESNET_WIDTHS if arch == "resnet18ln-chw" else None
+            widths = tuple(base["widths"]) if "widths" in base else None
             wide = {"widths": list(_matched_width(scale, "ellipse", (), "plain", arch,
                                                   widths)[0])}
             prefix = f"{arch}-"
