@@ -581,8 +581,9 @@ def test_unconditioned_tuned_preset_runs_each_network_at_every_rate_of_its_grid(
 
     preset = get_preset("unconditioned-tuned")
     # the grid the README and --help name, around the paper's 0.01 the other presets run at
-    assert UNCONDITIONED_LRS == (0.005, 0.01, 0.02, 0.04, 0.08, 0.16)
-    assert "lr 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, on the first seed" in preset.description
+    assert UNCONDITIONED_LRS == (0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16)
+    assert "lr 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, on the first seed" in \
+        preset.description
     assert preset.tune == ("lr", UNCONDITIONED_LRS) and preset.grid_seeds([0, 1, 2]) == [0]
     runs = preset.runs(scale)
     resnet = "resnet18ln" if scale == "paper" else "resnet18ln-chw"
@@ -634,11 +635,13 @@ def test_unconditioned_tuned_chooses_a_rate_per_architecture_and_method():
 def test_unconditioned_tuned_chooses_each_networks_rate_on_validation(tmp_path):
     """Per architecture and method the rate with the best validation accuracy on seed 0 is
     chosen and runs on the later seeds; ellipse − point compares the chosen runs."""
+    from weightmanifold.experiments.presets import UNCONDITIONED_LRS
+
     preset = get_preset("unconditioned-tuned")
     tiny = {**{k: v for k, v in TINY_OVERRIDES.items() if k != "lr"}, "validation": 64}
     rows = run_sweep(preset, tmp_path, seeds=[0, 1], xs=["cnn"], overrides=tiny,
                      log=lambda m: None, progress=False)
-    assert len(rows) == 2 * 6 and {r["x"] for r in rows} == {"cnn"}
+    assert len(rows) == 2 * len(UNCONDITIONED_LRS) and {r["x"] for r in rows} == {"cnn"}
     assert (tmp_path / "curves.png").exists() and (tmp_path / "by_condition.png").exists()
 
     def final(name, seed):
@@ -658,7 +661,7 @@ def test_unconditioned_tuned_chooses_each_networks_rate_on_validation(tmp_path):
             assert r["n"] == (2 if r["chosen"] else 1)
     saved = json.loads((tmp_path / "results.json").read_text())["tuning"]
     assert saved["chosen_by"] == "val_accuracy" and saved["tuned_on_seeds"] == [0]
-    assert saved["grid"] == [0.005, 0.01, 0.02, 0.04, 0.08, 0.16]
+    assert saved["grid"] == [0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16]
     assert saved["diverged"] == []
     assert sorted(saved["chosen"]) == sorted(chosen.values())
     assert "chosen by validation" in (tmp_path / "tables.md").read_text()
