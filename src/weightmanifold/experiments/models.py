@@ -252,6 +252,11 @@ class Classifier(nn.Module):
         self.manifold = manifold
         self.features = features
 
+    @property
+    def ignores_s(self) -> bool:
+        """Whether the output does not depend on ``s``: a point network (``"plain"``)."""
+        return self.method == "plain"
+
     def condition_features(self, s: Tensor) -> Tensor:
         """The baselines' input features of the conditions, ``[B, k]``."""
         if self.features == "basis":
@@ -260,7 +265,7 @@ class Classifier(nn.Module):
         return s.reshape(len(s), -1).to(torch.get_default_dtype())
 
     def forward(self, x: Tensor, s: Tensor) -> Tensor:
-        if self.method == "plain":
+        if self.ignores_s:
             return self.net(x)
         if self.method == "manifold":
             return self.net(x, s=s)

@@ -510,7 +510,7 @@ class Trainer:
                 res = evaluate_by_condition(predict, x, y, self.task,
                                             self.config.eval_batch_size, generator=seed,
                                             conditions=conditions,
-                                            ignores_s=self.config.method == "plain")
+                                            ignores_s=self.model.ignores_s)
                 record.update({
                     f"{prefix}accuracy": res["overall"]["accuracy"],
                     f"{prefix}loss": res["overall"]["loss"],
