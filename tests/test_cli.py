@@ -142,6 +142,8 @@ def test_evaluate_and_plot(tmp_path):
 def test_preset_configurations_are_valid():
     for preset in PRESETS.values():
         for scale in ("cpu", "paper"):
+            if (preset.name, scale) == ("unconditioned-converged-tuned", "paper"):
+                continue  # no rates chosen at paper scale: see its own test
             runs = preset.runs(scale)
             assert runs and len({r.config.name for r in runs}) == len(runs)
             assert preset.seeds(scale)
@@ -345,7 +347,7 @@ def test_cpu_scale_trains_where_networks_learn_and_chooses_epochs_on_validation(
     assert {r.x for r in get_preset("rotation-sparsity").runs("cpu")} == {0.1, 0.25}
     # the whole-curve studies validate at every angle: their curves and choices read them
     for name, epochs in (("init", 10), ("preconditioning-tuned", 10),
-                         ("unconditioned-converged", 15)):
+                         ("unconditioned-converged", 15), ("unconditioned-converged-tuned", 15)):
         assert {(r.config.epochs, r.config.patience, r.config.patience_on,
                  r.config.validate_at, r.config.train_subset)
                 for r in get_preset(name).runs("cpu")} == {(epochs, None, None, None, None)}, \
@@ -366,7 +368,7 @@ def test_quick_scale_is_the_first_results_budget():
     resnet = [r.config for r in get_preset("unconditioned").runs("quick") if r.x != "cnn"]
     assert {tuple(c.widths) for c in resnet} == {(16, 32, 64, 128)}
     for name in ("init", "unconditioned-converged", "preconditioning-tuned",
-                 "unconditioned-tuned"):
+                 "unconditioned-tuned", "unconditioned-converged-tuned"):
         assert all(r.config.validation == 1000 and r.config.epochs == 3
                    for r in get_preset(name).runs("quick"))
     assert main(["sweep", "diffusion", "--scale", "quick"]) == 2
@@ -671,6 +673,52 @@ def test_unconditioned_tuned_chooses_each_networks_rate_on_validation(tmp_path):
     expected = sum(final(chosen["ellipse"], k)["test_accuracy"]
                    - final(chosen["point"], k)["test_accuracy"] for k in (0, 1)) / 2
     assert float(diffs[0]["difference"]) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("scale", ["cpu", "quick"])
+def test_unconditioned_converged_tuned_is_converged_at_each_networks_chosen_rate(scale):
+    """unconditioned-converged-tuned: unconditioned-converged's ellipse and point network,
+    budget and all, each at the rate unconditioned-tuned chose for it; the folder says the
+    rate, so no run of the untuned preset is mistaken for one of these."""
+    from weightmanifold.experiments.presets import CONVERGED_TUNED_LRS
+
+    runs = get_preset("unconditioned-converged-tuned").runs(scale)
+    converged = {(r.x, r.label): r.config for r in get_preset("unconditioned-converged").runs(
+        scale)}
+    assert sorted((r.x, r.label) for r in runs) == sorted(CONVERGED_TUNED_LRS)
+    for r in runs:
+        c, twin = r.config.to_dict(), converged[r.x, r.label].to_dict()
+        assert c["lr"] == CONVERGED_TUNED_LRS[r.x, r.label] != 0.01
+        assert converged[r.x, r.label].learning_rate == 0.01
+        assert r.folder == f"{r.x}-{r.label}-lr{c['lr']:g}"
+        assert {k: v for k, v in c.items() if k not in ("lr", "name")} == \
+            {k: v for k, v in twin.items() if k not in ("lr", "name")}, r.folder
+    if scale == "cpu":
+        assert {r.folder for r in runs} == {
+            "cnn-ellipse-lr0.04", "cnn-point-lr0.08", "resnet18ln-chw-ellipse-lr0.005",
+            "resnet18ln-chw-point-lr0.005"}
+
+
+def test_unconditioned_converged_tuned_rates_are_the_archived_choice():
+    """The rates are evidence, not settings: they are what the archived unconditioned-tuned
+    sweep chose on validation; rerunning that sweep to another choice fails here."""
+    from weightmanifold.experiments.presets import CONVERGED_TUNED_LRS
+
+    archive = Path(__file__).resolve().parents[1] / "docs/results/unconditioned-tuned"
+    saved = json.loads((archive / "results.json").read_text())
+    assert saved["scale"] == "cpu" and saved["tuning"]["chosen_by"] == "val_accuracy"
+    chosen = {(r["x"], r["label"]): r["tuned_value"] for r in saved["rows"] if r["chosen"]}
+    assert chosen == CONVERGED_TUNED_LRS
+
+
+def test_unconditioned_converged_tuned_refuses_the_paper_scale_it_has_no_rates_for(capsys):
+    with pytest.raises(ValueError, match=r"no choice at paper scale.*unconditioned-tuned "
+                                         r"--scale paper"):
+        get_preset("unconditioned-converged-tuned").runs("paper")
+    with pytest.raises(SystemExit) as exit_:
+        main(["sweep", "unconditioned-converged-tuned", "--scale", "paper", "--plan"])
+    assert exit_.value.code == 2
+    assert "no choice at paper scale" in capsys.readouterr().err
 
 
 def test_unconditioned_converged_cnn_runs_archived_before_the_resnet_still_count():

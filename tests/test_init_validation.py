@@ -126,7 +126,8 @@ def test_default_init_is_the_constant_start_chosen_by_the_study():
     import inspect
     assert inspect.signature(wm.manifoldify).parameters["init"].default == "constant"
     for name in ("rotation-sparsity", "noise", "optimizers", "unconditioned",
-                 "unconditioned-converged", "preconditioning-tuned", "unconditioned-tuned"):
+                 "unconditioned-converged", "preconditioning-tuned", "unconditioned-tuned",
+                 "unconditioned-converged-tuned"):
         for r in get_preset(name).runs("cpu"):
             if r.config.method == "manifold" and r.label != "experts":
                 assert r.config.init == "constant", (name, r.label)
