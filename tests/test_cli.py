@@ -682,13 +682,14 @@ def test_unconditioned_converged_tuned_is_converged_at_each_networks_chosen_rate
     rate, so no run of the untuned preset is mistaken for one of these."""
     from weightmanifold.experiments.presets import CONVERGED_TUNED_LRS
 
+    lrs = CONVERGED_TUNED_LRS["cpu"]  # the quick scale, a smoke test, reuses them
     runs = get_preset("unconditioned-converged-tuned").runs(scale)
     converged = {(r.x, r.label): r.config for r in get_preset("unconditioned-converged").runs(
         scale)}
-    assert sorted((r.x, r.label) for r in runs) == sorted(CONVERGED_TUNED_LRS)
+    assert sorted((r.x, r.label) for r in runs) == sorted(lrs)
     for r in runs:
         c, twin = r.config.to_dict(), converged[r.x, r.label].to_dict()
-        assert c["lr"] == CONVERGED_TUNED_LRS[r.x, r.label] != 0.01
+        assert c["lr"] == lrs[r.x, r.label] != 0.01
         assert converged[r.x, r.label].learning_rate == 0.01
         assert r.folder == f"{r.x}-{r.label}-lr{c['lr']:g}"
         assert {k: v for k, v in c.items() if k not in ("lr", "name")} == \
@@ -702,23 +703,36 @@ def test_unconditioned_converged_tuned_is_converged_at_each_networks_chosen_rate
 def test_unconditioned_converged_tuned_rates_are_the_archived_choice():
     """The rates are evidence, not settings: they are what the archived unconditioned-tuned
     sweep chose on validation; rerunning that sweep to another choice fails here."""
-    from weightmanifold.experiments.presets import CONVERGED_TUNED_LRS
+    from weightmanifold.experiments.presets import CONVERGED_TUNED_LRS, UNCONDITIONED_LRS
 
     archive = Path(__file__).resolve().parents[1] / "docs/results/unconditioned-tuned"
     saved = json.loads((archive / "results.json").read_text())
     assert saved["scale"] == "cpu" and saved["tuning"]["chosen_by"] == "val_accuracy"
+    # chosen from today's grid, on the first seed, as the preset chooses
+    assert saved["tuning"]["grid"] == list(UNCONDITIONED_LRS)
+    assert saved["tuning"]["tuned_on_seeds"] == [0]
     chosen = {(r["x"], r["label"]): r["tuned_value"] for r in saved["rows"] if r["chosen"]}
-    assert chosen == CONVERGED_TUNED_LRS
+    assert chosen == CONVERGED_TUNED_LRS["cpu"]
+    assert list(CONVERGED_TUNED_LRS) == ["cpu"]
+    # the description (--help) names the rates the preset runs
+    assert "CNN: ellipse 0.04, point 0.08; ResNet: ellipse 0.005, point 0.005" in \
+        get_preset("unconditioned-converged-tuned").description
 
 
-def test_unconditioned_converged_tuned_refuses_the_paper_scale_it_has_no_rates_for(capsys):
+@pytest.mark.parametrize("flags", [[], ["--plan"], ["--tabulate"]])
+def test_unconditioned_converged_tuned_refuses_the_paper_scale_it_has_no_rates_for(
+        flags, tmp_path, capsys):
+    """No rate was chosen at paper scale: a clear error naming the command that would choose
+    one, from every path of the sweep command, before anything is written."""
     with pytest.raises(ValueError, match=r"no choice at paper scale.*unconditioned-tuned "
-                                         r"--scale paper"):
+                                         r"--scale paper.*CONVERGED_TUNED_LRS\['paper'\]"):
         get_preset("unconditioned-converged-tuned").runs("paper")
     with pytest.raises(SystemExit) as exit_:
-        main(["sweep", "unconditioned-converged-tuned", "--scale", "paper", "--plan"])
+        main(["sweep", "unconditioned-converged-tuned", "--scale", "paper",
+              "--runs-dir", str(tmp_path), *flags])
     assert exit_.value.code == 2
     assert "no choice at paper scale" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_unconditioned_converged_cnn_runs_archived_before_the_resnet_still_count():

@@ -13,29 +13,29 @@ a 1 000-image test subset read every epoch, 3 epochs — where every network is
 still learning: a smoke test, not evidence (it reproduces the results made
 before, with ``init="independent"``).
 
-======================== =========== ================================================
-preset                   figure      what varies
-======================== =========== ================================================
-rotation-sparsity        Fig. 2b     fraction of training angles × method (including
-                                     width-matched baselines, experts, no metric, and
-                                     the low-rank ellipse at ranks 4, 8, 16)
-noise                    Fig. 3      method (accuracy vs noise level from each run)
-optimizers               Fig. 4a     optimiser of the ellipse network
-unconditioned            Fig. 4b–c   ellipse with random s vs point network, CNN/ResNet
-preconditioning-ablation —           ellipse with vs without the metric
-preconditioning-tuned    —           the same, each arm at its own learning rate chosen
-                                     on a validation split
-unconditioned-converged  Fig. 4b–c   ellipse with random s vs point network (and its
-                                     width-matched twin), CNN/ResNet, until the curves
-                                     flatten
-init                     —           the ellipse's initial modulation ε × fraction of
-                                     training angles, vs plain and matched baselines
-unconditioned-tuned      Fig. 4b–c   ellipse with random s vs point network, CNN/ResNet,
-                                     each at its own learning rate chosen on a
-                                     validation split
-unconditioned-converged- Fig. 4b–c   unconditioned-converged without the twin, each
-tuned                                network at the rate unconditioned-tuned chose
-======================== =========== ================================================
+============================= =========== ================================================
+preset                        figure      what varies
+============================= =========== ================================================
+rotation-sparsity             Fig. 2b     fraction of training angles × method (including
+                                          width-matched baselines, experts, no metric, and
+                                          the low-rank ellipse at ranks 4, 8, 16)
+noise                         Fig. 3      method (accuracy vs noise level from each run)
+optimizers                    Fig. 4a     optimiser of the ellipse network
+unconditioned                 Fig. 4b–c   ellipse with random s vs point network, CNN/ResNet
+preconditioning-ablation      —           ellipse with vs without the metric
+preconditioning-tuned         —           the same, each arm at its own learning rate chosen
+                                          on a validation split
+unconditioned-converged       Fig. 4b–c   ellipse with random s vs point network (and its
+                                          width-matched twin), CNN/ResNet, until the curves
+                                          flatten
+init                          —           the ellipse's initial modulation ε × fraction of
+                                          training angles, vs plain and matched baselines
+unconditioned-tuned           Fig. 4b–c   ellipse with random s vs point network, CNN/ResNet,
+                                          each at its own learning rate chosen on a
+                                          validation split
+unconditioned-converged-tuned Fig. 4b–c   unconditioned-converged without the twin, each
+                                          network at the rate unconditioned-tuned chose
+============================= =========== ================================================
 
 The ``init`` study, ``preconditioning-tuned`` and ``unconditioned-converged``
 read whole curves: at cpu scale a fixed 10 (15) epochs on the full training set
@@ -455,33 +455,53 @@ _CONVERGED_BASE: dict[str, dict[str, Any]] = {
 }
 
 
-#: the learning rate (SGD, momentum 0.9) ``unconditioned-tuned`` chose for each network on seed
-#: 0's validation split (10 000 images, 10 epochs; docs/results/unconditioned-tuned,
-#: ``results.json``'s ``tuning``), keyed by (architecture, label). Chosen at cpu scale: the
-#: quick scale, a smoke test, reuses them; the paper scale has none until that preset has
-#: chosen at paper scale (CIFAR-10).
-CONVERGED_TUNED_LRS: dict[tuple[str, str], float] = {
-    ("cnn", "ellipse"): 0.04, ("cnn", "point"): 0.08,
-    ("resnet18ln-chw", "ellipse"): 0.005, ("resnet18ln-chw", "point"): 0.005}
+#: per scale, the learning rate (SGD, momentum 0.9) ``unconditioned-tuned`` chose for each
+#: network on seed 0's validation split, keyed by (architecture, label): at cpu scale on
+#: 10 000 images, 10 epochs (docs/results/unconditioned-tuned, ``results.json``'s
+#: ``tuning``). The quick scale, a smoke test, reuses the cpu scale's; the paper scale has
+#: none until that preset has chosen there (CIFAR-10).
+CONVERGED_TUNED_LRS: dict[str, dict[tuple[str, str], float]] = {
+    "cpu": {("cnn", "ellipse"): 0.04, ("cnn", "point"): 0.08,
+            ("resnet18ln-chw", "ellipse"): 0.005, ("resnet18ln-chw", "point"): 0.005}}
+
+
+def _converged_tuned_lrs(scale: str) -> dict[tuple[str, str], float]:
+    """The rates ``unconditioned-converged-tuned`` runs at ``scale``.
+
+    Raises:
+        ValueError: at a scale where ``unconditioned-tuned`` has chosen none.
+    """
+    chosen = CONVERGED_TUNED_LRS.get("cpu" if scale == "quick" else scale)
+    if chosen is None:
+        raise ValueError(f"unconditioned-converged-tuned runs each network at the learning "
+                         f"rate unconditioned-tuned chose for it, and there is no choice at "
+                         f"{scale} scale: run 'weightmanifold sweep unconditioned-tuned "
+                         f"--scale {scale}' first and add its chosen rates to "
+                         f"CONVERGED_TUNED_LRS[{scale!r}] (presets.py)")
+    return chosen
 
 
 def _unconditioned_converged_tuned(scale: str) -> list[tuple[str, str, Any, dict[str, Any]]]:
     # unconditioned-converged's budget and networks, each at the rate unconditioned-tuned
     # chose for it: whether the gap at the paper's 0.01 survives each network's own rate
     # when both train until their curves flatten
-    if scale == "paper":
-        raise ValueError("unconditioned-converged-tuned runs each network at the learning rate "
-                         "unconditioned-tuned chose at cpu scale (Fashion-MNIST); there is no "
-                         "choice at paper scale: run 'weightmanifold sweep unconditioned-tuned "
-                         "--scale paper' first and add its rates to CONVERGED_TUNED_LRS")
+    lrs = _converged_tuned_lrs(scale)
     out = []
     for arch in _unconditioned_archs(scale):
         base = {"task": "unconditioned", "arch": arch, **_CONVERGED_BASE[scale],
                 **_resnet_widths(arch)}
         for label, keys in _UNCONDITIONED_METHODS:
-            lr = CONVERGED_TUNED_LRS[arch, label]
+            lr = lrs[arch, label]
             out.append((f"{arch}-{label}-lr{lr:g}", label, arch, {**base, **keys, "lr": lr}))
     return out
+
+
+def _rates(lrs: dict[tuple[str, str], float]) -> str:
+    """``CNN: ellipse 0.04, point 0.08; ResNet: ...`` for a description."""
+    names = {"cnn": "CNN", "resnet18ln-chw": "ResNet", "resnet18ln": "ResNet"}
+    archs = dict.fromkeys(arch for arch, _ in lrs)
+    return "; ".join(f"{names[a]}: " + ", ".join(f"{label} {lr:g}" for (b, label), lr in
+                                                 lrs.items() if b == a) for a in archs)
 
 
 def _ablation(scale: str) -> list[tuple[str, str, Any, dict[str, Any]]]:
@@ -532,8 +552,8 @@ PRESETS: dict[str, Preset] = {
         Preset("unconditioned-converged-tuned", "ellipse with a random s per example vs the "
                "point network (paper CNN and ResNet-18-LN) at unconditioned-converged's "
                "budget, each at the learning rate unconditioned-tuned chose for it on "
-               "validation (CNN: ellipse 0.04, point 0.08; ResNet: both 0.005; cpu and quick "
-               "scale only)", "Fig. 4b-c", "arch", "test_accuracy",
+               f"validation ({_rates(CONVERGED_TUNED_LRS['cpu'])}; cpu and quick scale "
+               "only)", "Fig. 4b-c", "arch", "test_accuracy",
                _unconditioned_converged_tuned, reference="ellipse"),
     )
 }
