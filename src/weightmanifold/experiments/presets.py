@@ -485,15 +485,12 @@ def _unconditioned_converged_tuned(scale: str) -> list[tuple[str, str, Any, dict
     # unconditioned-converged's budget and networks, each at the rate unconditioned-tuned
     # chose for it: whether the gap at the paper's 0.01 survives each network's own rate
     # when both train until their curves flatten
+    # (derived from that preset's configurations, so nothing but the rate can differ; the
+    # width-matched twin, which no rate was chosen for, is left out)
     lrs = _converged_tuned_lrs(scale)
-    out = []
-    for arch in _unconditioned_archs(scale):
-        base = {"task": "unconditioned", "arch": arch, **_CONVERGED_BASE[scale],
-                **_resnet_widths(arch)}
-        for label, keys in _UNCONDITIONED_METHODS:
-            lr = lrs[arch, label]
-            out.append((f"{arch}-{label}-lr{lr:g}", label, arch, {**base, **keys, "lr": lr}))
-    return out
+    return [(f"{arch}-{label}-lr{lrs[arch, label]:g}", label, arch,
+             {**keys, "lr": lrs[arch, label]})
+            for _, label, arch, keys in _unconditioned_converged(scale) if (arch, label) in lrs]
 
 
 def _rates(lrs: dict[tuple[str, str], float]) -> str:
