@@ -228,3 +228,20 @@ def test_finished_seeds_leaves_out_what_it_cannot_count_and_says_why(tmp_path):
             for k in range(7)] == [True, False, False, False, True, False, False]
     assert [_status(root, k) for k in range(7)] == ["completed", None, None, "completed",
                                                    "completed", "diverged", None]
+
+
+def test_summaries_of_counted_seeds_name_the_run_that_cannot_be_read(tmp_path):
+    """The sweep reads the summaries of seeds it has counted; one that vanished or broke
+    since is named with its reason, not a bare FileNotFoundError or JSONDecodeError."""
+    from weightmanifold.experiments.sweep import _summaries
+
+    config = RunConfig(**TINY, name="r")
+    root = tmp_path / "r"
+    write_summary(root / "seed_0", **config.replace(seed=0, name="r/seed_0").to_dict())
+    assert [s["config"]["seed"] for s in _summaries(root, [0])] == [0]
+    with pytest.raises(ValueError, match=r"seed_1: no summary.json"):
+        _summaries(root, [0, 1])
+    (root / "seed_2").mkdir()
+    (root / "seed_2" / "summary.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"seed_2: a summary.json that cannot be read"):
+        _summaries(root, [2])

@@ -495,7 +495,7 @@ def _unconditioned_converged_tuned(scale: str) -> list[tuple[str, str, Any, dict
 
 def _rates(lrs: dict[tuple[str, str], float]) -> str:
     """``CNN: ellipse 0.04, point 0.08; ResNet: ...`` for a description."""
-    names = {"cnn": "CNN", "resnet18ln-chw": "ResNet", "resnet18ln": "ResNet"}
+    names = {"cnn": "CNN", "resnet18ln-chw": "ResNet"}
     archs = dict.fromkeys(arch for arch, _ in lrs)
     return "; ".join(f"{names[a]}: " + ", ".join(f"{label} {lr:g}" for (b, label), lr in
                                                  lrs.items() if b == a) for a in archs)

@@ -31,7 +31,6 @@ Every run is resumable, so an interrupted sweep continues where it stopped.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -123,10 +122,17 @@ def _status(run_dir: Path, seed: int) -> str | None:
 
 
 def _summaries(root: Path, seeds: Sequence[int]) -> list[dict[str, Any]]:
+    """The ``summary.json`` of each of ``seeds`` under ``root``, all of which must be there.
+
+    Raises:
+        ValueError: a seed's summary is missing or cannot be read.
+    """
     out = []
     for seed in seeds:
-        with open(root / f"seed_{seed}" / "summary.json") as f:
-            out.append(json.load(f))
+        summary, why = read_summary(root / f"seed_{seed}")
+        if summary is None:
+            raise ValueError(f"{root / f'seed_{seed}'}: {why or 'no summary.json'}")
+        out.append(summary)
     return out
 
 
