@@ -115,6 +115,8 @@ def test_refuses_runs_that_see_different_data(tmp_path: Path) -> None:
 @pytest.mark.parametrize("case, message", [
     ("missing", "no run directory"),
     ("empty", "holds no completed run"),
+    ("broken", r"b/seed_1: a summary.json that cannot be read"),
+    ("list", r"b/seed_1: a summary.json that is not a JSON object"),
     ("disjoint", "share no completed seed"),
     ("metric", "not a number in every paired run.*val_unseen_accuracy"),
     ("unknown", "not a number in every paired run.*nonsense; measured: unseen_accuracy"),
@@ -129,6 +131,10 @@ def test_bad_inputs_name_the_problem(tmp_path: Path, case: str, message: str) ->
         _write(b, 0, {"unseen_accuracy": 0.5}, status="stopped")
     elif case == "disjoint":
         _write(b, 7, {"unseen_accuracy": 0.5})
+    elif case in ("broken", "list"):  # one readable seed, one that is not
+        _write(b, 0, {"unseen_accuracy": 0.5})
+        (b / "seed_1").mkdir()
+        (b / "seed_1" / "summary.json").write_text("{not json" if case == "broken" else "[]")
     else:
         _run(b, [0.4, 0.4])
         metrics = ["val_unseen_accuracy"] if case == "metric" else ["nonsense"]

@@ -384,6 +384,21 @@ def test_sweep_runs_end_to_end_and_resumes(tmp_path):
         run_diffusion_sweep(tmp_path, labels=["adaln"], overrides=TINY)
 
 
+@pytest.mark.parametrize(("content", "why"), [
+    ("{not json", "a summary.json that cannot be read"),
+    ("[1, 2]", "a summary.json that is not a JSON object"),
+])
+def test_tabulating_names_the_summary_it_cannot_read(tmp_path, content, why):
+    from weightmanifold.experiments.diffusion_sweep import run_diffusion_sweep
+
+    run = tmp_path / "line" / "seed_0"
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text(content)
+    with pytest.raises(ValueError, match=f"line/seed_0: {why}"):
+        run_diffusion_sweep(tmp_path, seeds=[0], labels=["line"], overrides=TINY,
+                            log=lambda _: None, train=False, figures=False)
+
+
 def test_the_width_matched_twin_has_the_manifolds_parameters():
     from weightmanifold.experiments.diffusion_sweep import methods
 

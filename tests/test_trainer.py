@@ -328,6 +328,22 @@ def test_seeds_aggregate_mean_and_std(tmp_path, data):
     assert aggregate_seeds(tmp_path / "s", [0, 1, 2]) == agg
 
 
+@pytest.mark.parametrize(("content", "error", "match"), [
+    (None, FileNotFoundError, r"seed_0/summary.json: the run of seed 0 has no summary"),
+    ("{not json", ValueError, r"seed_0: a summary.json that cannot be read"),
+    ("[1, 2]", ValueError, r"seed_0: a summary.json that is not a JSON object"),
+    ('{"status": "stopped", "final": null}', RuntimeError, r"the run of seed 0 is stopped"),
+    ('{"final": null}', RuntimeError, r"the run of seed 0 is None"),
+])
+def test_aggregate_seeds_names_the_seed_it_cannot_count(tmp_path, content, error, match):
+    run = tmp_path / "seed_0"
+    run.mkdir()
+    if content is not None:
+        (run / "summary.json").write_text(content)
+    with pytest.raises(error, match=match):
+        aggregate_seeds(tmp_path, [0])
+
+
 def test_config_errors():
     with pytest.raises(ConfigError, match=r"unknown config key\(s\) \['lrr'\]"):
         RunConfig.from_dict({"lrr": 0.1})

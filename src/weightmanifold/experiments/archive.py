@@ -214,11 +214,8 @@ def _unfinished_runs(source: Path) -> list[Path]:
     for config in sorted(source.rglob("config.json")):
         if "checkpoints" in config.relative_to(source).parts:
             continue
-        try:
-            with open(config.parent / "summary.json") as f:
-                status = json.load(f).get("status")
-        except (OSError, ValueError, AttributeError):
-            status = None
+        done, _ = read_summary(config.parent)
+        status = done.get("status") if done is not None else None
         if status not in ("completed", "diverged"):
             out.append(config.parent)
     return out

@@ -9,12 +9,12 @@ the runs' ``summary.json`` files alone (an archived sweep under
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .archive import read_summary
 from .sweep import paired_difference
 
 __all__ = ["DATA_KEYS", "compare_runs", "format_comparison", "load_finals"]
@@ -49,7 +49,8 @@ def load_finals(run_dir: str | Path) -> tuple[dict[int, dict[str, Any]], dict[st
 
     Raises:
         FileNotFoundError: if ``run_dir`` does not exist.
-        ValueError: if it holds no completed run.
+        ValueError: if it holds no completed run, or a ``summary.json`` that cannot be
+            read (:func:`~.archive.read_summary`).
 
     Examples:
         >>> import json, tempfile
@@ -69,8 +70,9 @@ def load_finals(run_dir: str | Path) -> tuple[dict[int, dict[str, Any]], dict[st
     finals: dict[int, dict[str, Any]] = {}
     config: dict[str, Any] = {}
     for path in paths:
-        with open(path) as f:
-            summary = json.load(f)
+        summary, why = read_summary(path.parent)
+        if summary is None:
+            raise ValueError(f"{path.parent}: {why}")
         if summary.get("status") != "completed" or not isinstance(summary.get("final"), dict):
             continue
         cfg = summary.get("config") if isinstance(summary.get("config"), dict) else {}

@@ -40,11 +40,11 @@ cached feature classifier ``classifier.pt``, and
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .archive import read_summary
 from .checkpoint import atomic_write_bytes, atomic_write_csv, atomic_write_json, load_checkpoint
 from .diffusion import DiffusionConfig, build_denoiser, load_diffusion_data, train_denoiser
 
@@ -143,12 +143,20 @@ def select_methods(scale: str, labels: Sequence[str] | None = None
 
 
 def _summaries(root: Path, label: str, seeds: Sequence[int]) -> list[dict[str, Any]]:
+    """The ``summary.json`` of each of ``seeds`` of ``label`` that has one (a run writes
+    it when it completes; the others are skipped).
+
+    Raises:
+        ValueError: a seed's summary cannot be read (:func:`~.archive.read_summary`).
+    """
     out = []
     for seed in seeds:
-        path = root / label / f"seed_{seed}" / "summary.json"
-        if path.exists():
-            with open(path) as f:
-                out.append(json.load(f))
+        run_dir = root / label / f"seed_{seed}"
+        summary, why = read_summary(run_dir)
+        if why is not None:
+            raise ValueError(f"{run_dir}: {why}")
+        if summary is not None:
+            out.append(summary)
     return out
 
 

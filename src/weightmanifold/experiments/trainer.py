@@ -48,7 +48,6 @@ all-reduce. Rank 0 evaluates and writes the files.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import statistics
@@ -67,6 +66,7 @@ import weightmanifold as wm
 from .archive import (
     configuration_mismatch,
     finished_summary,
+    read_summary,
     refuse_training_over,
 )
 from .checkpoint import (
@@ -711,16 +711,21 @@ def aggregate_seeds(root: str | Path, seeds: Sequence[int]) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: if a seed's run has no summary.
+        ValueError: if a seed's summary cannot be read (:func:`~.archive.read_summary`).
+        RuntimeError: if a seed's run has not completed.
     """
 
     root = Path(root)
     finals = []
     for seed in seeds:
         path = root / f"seed_{seed}" / "summary.json"
-        with open(path) as f:
-            summary = json.load(f)
-        if summary["status"] != "completed" or summary["final"] is None:
-            raise RuntimeError(f"{path}: the run of seed {seed} is {summary['status']}")
+        summary, why = read_summary(path.parent)
+        if summary is None:
+            if why is None:
+                raise FileNotFoundError(f"{path}: the run of seed {seed} has no summary")
+            raise ValueError(f"{path.parent}: {why}")
+        if summary.get("status") != "completed" or summary.get("final") is None:
+            raise RuntimeError(f"{path}: the run of seed {seed} is {summary.get('status')}")
         finals.append(summary["final"])
     metrics = {}
     for f in finals:  # the generalisation gap, seen minus unseen conditions, per seed
