@@ -428,6 +428,44 @@ def test_evaluate_at_the_seen_conditions_only_gives_their_rows_of_the_full_evalu
                                  conditions="all") == every
 
 
+def test_evaluate_at_chosen_conditions_gives_the_grids_rows_in_their_order():
+    task = RotationTask(train_fraction=0.5, bins=8, seed=1)
+    images, labels = labelled_images(10)
+    predict, calls = make_predictor({0, 3, 5, 6}, 8)
+    every = evaluate_by_condition(predict, images, labels, task, batch_size=3, generator=0)
+    picked = [6, 0, 3, 3]
+    calls.clear()
+    chosen = evaluate_by_condition(predict, images, labels, task, batch_size=3, generator=0,
+                                   at=[j / 8 for j in picked])
+    assert calls == [3, 3, 3, 1] * len(picked)
+    assert chosen["conditions"] == [every["conditions"][j] for j in picked]
+    assert evaluate_by_condition(predict, images, labels, task, batch_size=3, generator=0,
+                                 at=[j / 8 for j in range(8)]) == every
+    # between grid angles: never seen; "seen" keeps the seen ones of at, in its order
+    between = evaluate_by_condition(predict, images, labels, task, at=[0.5 / 8])
+    assert [r["seen"] for r in between["conditions"]] == [False]
+    seen_bins = [j for j in picked if j in task.train_indices]
+    only_seen = evaluate_by_condition(predict, images, labels, task, batch_size=3,
+                                      generator=0, at=[j / 8 for j in picked],
+                                      conditions="seen")
+    assert only_seen["conditions"] == [every["conditions"][j] for j in seen_bins]
+
+
+@pytest.mark.parametrize(("at", "message"), [
+    ([], "at least one condition"),
+    ([0.0, float("nan")], "each a finite number"),
+    ([0.0, float("inf")], "each a finite number"),
+    (["a quarter"], "a sequence of numbers"),
+    ([[0.0, 0.5]], "a sequence of numbers"),
+])
+def test_evaluate_refuses_conditions_that_are_not_finite_numbers(at, message):
+    task = RotationTask(train_fraction=0.5, bins=8, seed=1)
+    images, labels = labelled_images(4)
+    predict, _ = make_predictor({0}, 8)
+    with pytest.raises(ValueError, match=message):
+        evaluate_by_condition(predict, images, labels, task, at=at)
+
+
 def test_evaluate_classifies_once_for_a_point_network_on_images_no_condition_changes():
     """``ignores_s`` on the unconditioned task: one pass, the same numbers as a pass per
     condition; on a task that transforms its images every condition is still evaluated."""

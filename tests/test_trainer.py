@@ -24,6 +24,7 @@ from weightmanifold.experiments.trainer import (
     Trainer,
     TrainingDivergedError,
     aggregate_seeds,
+    evaluation_seed,
     load_run_data,
     run_seeds,
     train,
@@ -472,6 +473,24 @@ def test_patience_stops_on_validation_and_tests_the_chosen_epochs_weights(tmp_pa
     last_rows, _ = evaluate_checkpoint(tmp_path / "p", [0.0, 0.3], last=True)
     assert last_rows[0]["weights_epoch"] == expected_stop
     assert last_rows[0]["weights_step"] == done["steps"]
+
+
+@pytest.mark.parametrize("changes", [
+    {},
+    {"method": "plain"},
+    {"task": "noise", "task_options": {"max_noise": 0.8}, "manifold": "line"},
+])
+def test_evaluate_at_the_runs_own_conditions_repeats_its_test_numbers(tmp_path, data, changes):
+    config = tiny(**changes)
+    summary = train(config, tmp_path / "r", data=data, **quiet())
+    measured = summary["final"]["by_condition"]
+    # by default the trainer's test read: its batch size and its seed for the task's noise
+    rows, _ = evaluate_checkpoint(tmp_path / "r", [c["s"] for c in measured])
+    assert [{k: r[k] for k in ("s", "accuracy", "loss", "seen")} for r in rows] == measured
+    with pytest.raises(ValueError, match="each a finite number"):
+        evaluate_checkpoint(tmp_path / "r", [0.0, float("nan")])
+    with pytest.raises(ValueError, match="split must be 'test' or 'val', got 'train'"):
+        evaluation_seed(0, "train")
 
 
 def test_patience_runs_resume_exactly(tmp_path):

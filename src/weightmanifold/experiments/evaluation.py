@@ -7,19 +7,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-
 from .checkpoint import CheckpointError, atomic_write_csv, load_checkpoint
 from .config import RunConfig
-from .trainer import build_run, load_run_data
+from .tasks import evaluate_by_condition
+from .trainer import build_run, evaluation_seed, load_run_data
 
 __all__ = ["evaluate_checkpoint"]
 
 
 def evaluate_checkpoint(run_dir: str | Path, s_values: Sequence[float], *,
-                        split_size: int | None = None, batch_size: int = 1000,
-                        seed: int = 0, last: bool = False,
+                        split_size: int | None = None, batch_size: int | None = None,
+                        seed: int | None = None, last: bool = False,
                         ) -> tuple[list[dict[str, Any]], Path]:
     """Test accuracy and loss of a run's weights at each condition in ``s_values``.
 
@@ -27,14 +25,18 @@ def evaluate_checkpoint(run_dir: str | Path, s_values: Sequence[float], *,
     of the epoch chosen on validation (kept in the checkpoint as ``best``; for a
     run still training, the best so far), else the last. The test images are
     transformed by the run's task at each ``s`` (noise drawn from a generator
-    seeded by ``seed``, the same for every ``s``).
+    seeded by ``seed``, the same for every ``s``). The numbers are those of
+    :func:`~.tasks.evaluate_by_condition`, the trainer's own evaluation: at the
+    run's evaluation conditions, with the defaults, they repeat the test rows of
+    its summary exactly.
 
     Args:
         run_dir: a run directory with ``config.json`` and ``checkpoints/last.pt``.
         s_values: the conditions.
         split_size: evaluate on this many test images (default: the run's subset).
-        batch_size: images per forward pass.
-        seed: seed of the task's noise.
+        batch_size: images per forward pass (default: the run's ``eval_batch_size``).
+        seed: seed of the task's noise (default: the one the run's test read used,
+            :func:`~.trainer.evaluation_seed`).
         last: evaluate the last weights even where the run chose an epoch on
             validation.
 
@@ -47,6 +49,8 @@ def evaluate_checkpoint(run_dir: str | Path, s_values: Sequence[float], *,
 
     Raises:
         FileNotFoundError: if the directory holds no run.
+        ValueError: if ``s_values`` is empty or holds a value that is not a finite
+            number.
         CheckpointError: for an unusable checkpoint.
     """
     run_dir = Path(run_dir)
@@ -75,22 +79,14 @@ def evaluate_checkpoint(run_dir: str | Path, s_values: Sequence[float], *,
     except RuntimeError as err:
         raise CheckpointError(f"{ckpt} does not fit the run's model: {err}") from err
     model.eval()
-    rows = []
-    with torch.no_grad():
-        for s_value in s_values:
-            gen = torch.Generator().manual_seed(seed)
-            correct, loss_sum = 0, 0.0
-            for start in range(0, len(data.test_x), batch_size):
-                x = data.test_x[start:start + batch_size]
-                y = data.test_y[start:start + batch_size]
-                s = torch.full((len(x),), float(s_value))
-                logits = model(task.apply(x, s, gen), s)
-                correct += int((logits.argmax(1) == y).sum())
-                loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-            n = len(data.test_x)
-            rows.append({"s": float(s_value), "accuracy": correct / n, "loss": loss_sum / n,
-                         "seen": bool(task.seen(torch.tensor([float(s_value)]))[0]),
-                         "weights_epoch": weights_epoch, "weights_step": weights_step})
+    if batch_size is None:
+        batch_size = config.eval_batch_size
+    if seed is None:
+        seed = evaluation_seed(config.seed, "test")
+    res = evaluate_by_condition(model, data.test_x, data.test_y, task, batch_size,
+                                generator=seed, ignores_s=model.ignores_s, at=s_values)
+    rows = [{**r, "weights_epoch": weights_epoch, "weights_step": weights_step}
+            for r in res["conditions"]]
     out = run_dir / "evaluation.csv"
     atomic_write_csv(out, rows, ["s", "accuracy", "loss", "seen", "weights_epoch",
                                  "weights_step"])

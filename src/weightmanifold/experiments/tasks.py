@@ -31,7 +31,7 @@ import inspect
 import math
 import numbers
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -732,11 +732,12 @@ def evaluate_by_condition(
     generator: torch.Generator | int | None = None,
     conditions: str = "all",
     ignores_s: bool = False,
+    at: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     r"""Accuracy and mean cross-entropy on every evaluation condition of a task.
 
-    For each condition :math:`s_k` of ``task.eval_conditions()`` (with
-    ``conditions = "seen"``: each one training uses) the whole set is
+    For each condition :math:`s_k` of ``task.eval_conditions()`` (or of ``at``;
+    with ``conditions = "seen"``: each one training uses) the whole set is
     transformed at :math:`s_k` and classified:
 
     .. math::
@@ -778,6 +779,9 @@ def evaluate_by_condition(
             Each seen condition gives the same numbers as with ``"all"``.
         ignores_s: ``predict``'s output does not depend on ``s`` (see above);
             with a task that transforms its input it changes nothing.
+        at: evaluate at these conditions, in this order, instead of the task's
+            grid (``None``: ``task.eval_conditions()``); each is marked seen or
+            unseen by ``task.seen``.
 
     Returns:
         A JSON-serialisable dict::
@@ -794,8 +798,9 @@ def evaluate_by_condition(
             not a :class:`Task` or ``ignores_s`` is not a bool.
         ValueError: if shapes do not match, the set is empty, ``batch_size < 1``,
             ``conditions`` is neither ``"all"`` nor ``"seen"``, it is ``"seen"``
-            and the task evaluates no seen condition, or ``predict`` returns
-            logits of the wrong shape.
+            and the task evaluates no seen condition, ``at`` is empty or holds a
+            value that is not a finite number, or ``predict`` returns logits of
+            the wrong shape.
 
     Examples:
         >>> import torch
@@ -835,7 +840,17 @@ def evaluate_by_condition(
     if conditions not in ("all", "seen"):
         raise ValueError(f"evaluate_by_condition: conditions must be 'all' or 'seen', "
                          f"got {conditions!r}")
-    grid = task.eval_conditions(dtype=torch.float64)
+    if at is None:
+        grid = task.eval_conditions(dtype=torch.float64)
+    else:
+        try:
+            grid = torch.tensor([float(v) for v in at], dtype=torch.float64)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"evaluate_by_condition: at must be a sequence of numbers, "
+                             f"got {at!r}") from err
+        if grid.numel() == 0 or not bool(torch.isfinite(grid).all()):
+            raise ValueError(f"evaluate_by_condition: at must hold at least one condition, "
+                             f"each a finite number, got {list(at)!r}")
     seen = task.seen(grid)
     if conditions == "seen":
         if not bool(seen.any()):

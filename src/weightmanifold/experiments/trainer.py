@@ -88,6 +88,7 @@ __all__ = [
     "TrainingDivergedError",
     "aggregate_seeds",
     "configuration_mismatch",
+    "evaluation_seed",
     "load_run_data",
     "run_seeds",
     "train",
@@ -98,6 +99,20 @@ __all__ = [
 RESUMABLE_CHANGES = ("threads", "data_dir", "device", "checkpoint_every", "epochs", "max_steps",
                      "name")
 SUBSET_SEED = 12345
+
+
+def evaluation_seed(seed: int, split: str) -> int:
+    """The seed of the task's noise when a run of ``seed`` reads ``split`` (``"test"`` or
+    ``"val"``): the same draws at every epoch and every condition. (Training draws
+    from ``2 * seed + 1``.)
+
+    Raises:
+        ValueError: for another split.
+    """
+    offsets = {"test": 2, "val": 3}
+    if split not in offsets:
+        raise ValueError(f"split must be 'test' or 'val', got {split!r}")
+    return 2 * seed + offsets[split]
 VAL_SEED = 54321
 
 
@@ -527,7 +542,8 @@ class Trainer:
                     raise ValueError(f"validate_at = 'seen': the task {self.task.name!r} "
                                      "evaluates no seen condition to validate at; use "
                                      "validate_at = 'all'")
-                measure(self.data.val_x, self.data.val_y, "val_", self.config.seed * 2 + 3, at)
+                measure(self.data.val_x, self.data.val_y, "val_",
+                        evaluation_seed(self.config.seed, "val"), at)
                 if at == "seen":
                     # measured at the seen conditions only: nothing over every condition
                     record["val_accuracy"] = record["val_loss"] = None
@@ -540,7 +556,8 @@ class Trainer:
                     last = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
                     self.model.load_state_dict(self.best["model"])
                     record["selected_epoch"] = self.best["epoch"]
-                measure(self.data.test_x, self.data.test_y, "", self.config.seed * 2 + 2)
+                measure(self.data.test_x, self.data.test_y, "",
+                        evaluation_seed(self.config.seed, "test"))
                 if last is not None:
                     self.model.load_state_dict(last)
                 for key in ("accuracy", "loss"):
