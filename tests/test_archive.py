@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 from weightmanifold.cli import main
-from weightmanifold.experiments.archive import archive_sweep, finished_summary, same_run
+from weightmanifold.experiments.archive import (
+    archive_sweep,
+    finished_summary,
+    load_summary,
+    same_run,
+)
 from weightmanifold.experiments.checkpoint import CheckpointError
 from weightmanifold.experiments.config import RunConfig
 from weightmanifold.experiments.trainer import load_run_data, train
@@ -228,6 +233,27 @@ def test_finished_seeds_leaves_out_what_it_cannot_count_and_says_why(tmp_path):
             for k in range(7)] == [True, False, False, False, True, False, False]
     assert [_status(root, k) for k in range(7)] == ["completed", None, None, "completed",
                                                    "completed", "diverged", None]
+
+
+@pytest.mark.parametrize(("content", "error", "match"), [
+    (None, FileNotFoundError, r"run: no summary.json"),
+    ("{not json", ValueError, r"run: a summary.json that cannot be read \(Expecting"),
+    ("[]", ValueError, r"run: a summary.json that is not a JSON object"),
+])
+def test_load_summary_names_the_run_and_why(tmp_path, content, error, match):
+    run = tmp_path / "run"
+    run.mkdir()
+    if content is not None:
+        (run / "summary.json").write_text(content)
+    with pytest.raises(error, match=match):
+        load_summary(run)
+    if content is None:
+        assert load_summary(run, missing_ok=True) is None
+    else:  # missing_ok excuses a missing file only
+        with pytest.raises(error, match=match):
+            load_summary(run, missing_ok=True)
+    (run / "summary.json").write_text('{"status": "completed"}')
+    assert load_summary(run) == load_summary(run, missing_ok=True) == {"status": "completed"}
 
 
 def test_summaries_of_counted_seeds_name_the_run_that_cannot_be_read(tmp_path):

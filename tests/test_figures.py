@@ -393,6 +393,10 @@ def test_plot_run_bad_dirs(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"task": "spin"}))
     with pytest.raises(ValueError, match="unknown task 'spin'"):
         plot_run(tmp_path)
+    (tmp_path / "summary.json").write_text("[]")  # read before config.json, and named
+    with pytest.raises(ValueError, match=f"{tmp_path}: a summary.json that is not a JSON"):
+        plot_run(tmp_path)
+    (tmp_path / "summary.json").unlink()
     seeds = tmp_path / "seeds"
     write_run(seeds / "seed_0")
     atomic_write_json(seeds / "aggregate.json", {"seeds": [0, 1], "metrics": {},

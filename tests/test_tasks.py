@@ -456,6 +456,8 @@ def test_evaluate_at_chosen_conditions_gives_the_grids_rows_in_their_order():
     ([0.0, float("nan")], "each a finite number"),
     ([0.0, float("inf")], "each a finite number"),
     (["a quarter"], "a sequence of numbers"),
+    ("0.5", "a sequence of numbers"),
+    (0.5, "a sequence of numbers"),
     ([[0.0, 0.5]], "a sequence of numbers"),
 ])
 def test_evaluate_refuses_conditions_that_are_not_finite_numbers(at, message):

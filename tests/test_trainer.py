@@ -24,8 +24,8 @@ from weightmanifold.experiments.trainer import (
     Trainer,
     TrainingDivergedError,
     aggregate_seeds,
-    evaluation_seed,
     load_run_data,
+    noise_seed,
     run_seeds,
     train,
 )
@@ -330,11 +330,11 @@ def test_seeds_aggregate_mean_and_std(tmp_path, data):
 
 
 @pytest.mark.parametrize(("content", "error", "match"), [
-    (None, FileNotFoundError, r"seed_0/summary.json: the run of seed 0 has no summary"),
+    (None, FileNotFoundError, r"seed_0: no summary.json"),
     ("{not json", ValueError, r"seed_0: a summary.json that cannot be read"),
     ("[1, 2]", ValueError, r"seed_0: a summary.json that is not a JSON object"),
     ('{"status": "stopped", "final": null}', RuntimeError, r"the run of seed 0 is stopped"),
-    ('{"final": null}', RuntimeError, r"the run of seed 0 is None"),
+    ('{"final": null}', RuntimeError, r"seed_0: the run of seed 0 has no status"),
 ])
 def test_aggregate_seeds_names_the_seed_it_cannot_count(tmp_path, content, error, match):
     run = tmp_path / "seed_0"
@@ -477,8 +477,10 @@ def test_patience_stops_on_validation_and_tests_the_chosen_epochs_weights(tmp_pa
 
 @pytest.mark.parametrize("changes", [
     {},
-    {"method": "plain"},
-    {"task": "noise", "task_options": {"max_noise": 0.8}, "manifold": "line"},
+    {"method": "plain", "seed": 1},
+    # batches of 7 split the noise draws differently from one batch of the 64 images
+    {"task": "noise", "task_options": {"max_noise": 0.8}, "manifold": "line", "seed": 1,
+     "eval_batch_size": 7},
 ])
 def test_evaluate_at_the_runs_own_conditions_repeats_its_test_numbers(tmp_path, data, changes):
     config = tiny(**changes)
@@ -487,10 +489,16 @@ def test_evaluate_at_the_runs_own_conditions_repeats_its_test_numbers(tmp_path, 
     # by default the trainer's test read: its batch size and its seed for the task's noise
     rows, _ = evaluate_checkpoint(tmp_path / "r", [c["s"] for c in measured])
     assert [{k: r[k] for k in ("s", "accuracy", "loss", "seen")} for r in rows] == measured
-    with pytest.raises(ValueError, match="each a finite number"):
+    with pytest.raises(ValueError, match=r"each condition s must be a finite number, got "
+                                         r"\[0.0, nan\]"):
         evaluate_checkpoint(tmp_path / "r", [0.0, float("nan")])
-    with pytest.raises(ValueError, match="split must be 'test' or 'val', got 'train'"):
-        evaluation_seed(0, "train")
+
+
+def test_noise_seeds_of_a_run_differ_by_split_and_are_refused_for_others():
+    assert [noise_seed(3, k) for k in ("train", "test", "val")] == [7, 8, 9]
+    with pytest.raises(ValueError, match="split must be one of 'train', 'test', 'val', "
+                                         "got 'validation'"):
+        noise_seed(0, "validation")
 
 
 def test_patience_runs_resume_exactly(tmp_path):

@@ -406,8 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "run's weights on the test set at each given s, transformed by the run's "
                     "task: for a run with --patience those of the epoch chosen on validation "
                     "(the weights its summary reports), else the last. The task's noise and "
-                    "the batch size are those of the run's own test read, so at the run's "
-                    "conditions the numbers repeat its summary's.",
+                    "the batch size are those of the run's own test read, so for a run trained "
+                    "on the CPU the numbers at its conditions repeat its summary's.",
         formatter_class=_DefaultsHelp)
     p.add_argument("run_dir", help="a run directory (with config.json and checkpoints/)")
     p.add_argument("--s", type=float, nargs="+", required=True,

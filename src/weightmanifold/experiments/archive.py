@@ -32,7 +32,7 @@ from typing import Any
 from .checkpoint import CheckpointError
 
 __all__ = ["ARCHIVE_MAX_BYTES", "PLACEMENT_KEYS", "archive_sweep", "configuration_mismatch",
-           "finished_run", "finished_summary", "inert_keys", "read_summary",
+           "finished_run", "finished_summary", "inert_keys", "load_summary", "read_summary",
            "refuse_training_over", "same_run", "training_refusal"]
 
 #: configuration keys that say where, with how many threads and how often checkpointed a
@@ -101,6 +101,26 @@ def read_summary(run_dir: str | Path) -> tuple[dict[str, Any] | None, str | None
     if not isinstance(done, dict):
         return None, "a summary.json that is not a JSON object"
     return done, None
+
+
+def load_summary(run_dir: str | Path, *, missing_ok: bool = False) -> dict[str, Any] | None:
+    """The ``summary.json`` of ``run_dir`` (:func:`read_summary`), or an error naming the run.
+
+    Args:
+        run_dir: a run directory.
+        missing_ok: return ``None`` where there is no ``summary.json`` (a run that has
+            not finished) instead of raising.
+
+    Raises:
+        FileNotFoundError: there is no ``summary.json`` (unless ``missing_ok``).
+        ValueError: it cannot be read, or is not a JSON object.
+    """
+    done, why = read_summary(run_dir)
+    if why is not None:
+        raise ValueError(f"{run_dir}: {why}")
+    if done is None and not missing_ok:
+        raise FileNotFoundError(f"{run_dir}: no summary.json")
+    return done
 
 
 def finished_run(run_dir: str | Path, config: Mapping[str, Any],

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .archive import read_summary
+from .archive import load_summary
 from .sweep import paired_difference
 
 __all__ = ["DATA_KEYS", "compare_runs", "format_comparison", "load_finals"]
@@ -50,7 +50,7 @@ def load_finals(run_dir: str | Path) -> tuple[dict[int, dict[str, Any]], dict[st
     Raises:
         FileNotFoundError: if ``run_dir`` does not exist.
         ValueError: if it holds no completed run, or a ``summary.json`` that cannot be
-            read (:func:`~.archive.read_summary`).
+            read (:func:`~.archive.load_summary`).
 
     Examples:
         >>> import json, tempfile
@@ -70,9 +70,8 @@ def load_finals(run_dir: str | Path) -> tuple[dict[int, dict[str, Any]], dict[st
     finals: dict[int, dict[str, Any]] = {}
     config: dict[str, Any] = {}
     for path in paths:
-        summary, why = read_summary(path.parent)
-        if summary is None:
-            raise ValueError(f"{path.parent}: {why}")
+        summary = load_summary(path.parent)
+        assert summary is not None  # the glob found its summary.json
         if summary.get("status") != "completed" or not isinstance(summary.get("final"), dict):
             continue
         cfg = summary.get("config") if isinstance(summary.get("config"), dict) else {}

@@ -44,7 +44,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .archive import read_summary
+from .archive import load_summary
 from .checkpoint import atomic_write_bytes, atomic_write_csv, atomic_write_json, load_checkpoint
 from .diffusion import DiffusionConfig, build_denoiser, load_diffusion_data, train_denoiser
 
@@ -147,17 +147,10 @@ def _summaries(root: Path, label: str, seeds: Sequence[int]) -> list[dict[str, A
     it when it completes; the others are skipped).
 
     Raises:
-        ValueError: a seed's summary cannot be read (:func:`~.archive.read_summary`).
+        ValueError: a seed's summary cannot be read (:func:`~.archive.load_summary`).
     """
-    out = []
-    for seed in seeds:
-        run_dir = root / label / f"seed_{seed}"
-        summary, why = read_summary(run_dir)
-        if why is not None:
-            raise ValueError(f"{run_dir}: {why}")
-        if summary is not None:
-            out.append(summary)
-    return out
+    summaries = (load_summary(root / label / f"seed_{seed}", missing_ok=True) for seed in seeds)
+    return [s for s in summaries if s is not None]
 
 
 def _val_loss(summary: dict[str, Any]) -> float:

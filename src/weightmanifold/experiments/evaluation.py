@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 from .checkpoint import CheckpointError, atomic_write_csv, load_checkpoint
 from .config import RunConfig
 from .tasks import evaluate_by_condition
-from .trainer import build_run, evaluation_seed, load_run_data
+from .trainer import build_run, load_run_data, noise_seed
 
 __all__ = ["evaluate_checkpoint"]
 
@@ -26,9 +27,10 @@ def evaluate_checkpoint(run_dir: str | Path, s_values: Sequence[float], *,
     run still training, the best so far), else the last. The test images are
     transformed by the run's task at each ``s`` (noise drawn from a generator
     seeded by ``seed``, the same for every ``s``). The numbers are those of
-    :func:`~.tasks.evaluate_by_condition`, the trainer's own evaluation: at the
-    run's evaluation conditions, with the defaults, they repeat the test rows of
-    its summary exactly.
+    :func:`~.tasks.evaluate_by_condition`, the trainer's own evaluation, always
+    on the CPU: for a run trained on the CPU, at its evaluation conditions, with
+    its own test subset, the weights it reports and the defaults, they repeat
+    the test rows of its summary exactly (a GPU run's agree to rounding).
 
     Args:
         run_dir: a run directory with ``config.json`` and ``checkpoints/last.pt``.
@@ -36,7 +38,7 @@ def evaluate_checkpoint(run_dir: str | Path, s_values: Sequence[float], *,
         split_size: evaluate on this many test images (default: the run's subset).
         batch_size: images per forward pass (default: the run's ``eval_batch_size``).
         seed: seed of the task's noise (default: the one the run's test read used,
-            :func:`~.trainer.evaluation_seed`).
+            :func:`~.trainer.noise_seed`).
         last: evaluate the last weights even where the run chose an epoch on
             validation.
 
@@ -60,6 +62,8 @@ def evaluate_checkpoint(run_dir: str | Path, s_values: Sequence[float], *,
             raise FileNotFoundError(f"{run_dir} is not a run directory: {path.name} is missing")
     if not s_values:
         raise ValueError("give at least one condition s to evaluate at")
+    if not all(math.isfinite(v) for v in s_values):
+        raise ValueError(f"each condition s must be a finite number, got {list(s_values)}")
     with open(config_path) as f:
         config = RunConfig.from_dict(json.load(f))
     if split_size is not None:
@@ -82,7 +86,7 @@ def evaluate_checkpoint(run_dir: str | Path, s_values: Sequence[float], *,
     if batch_size is None:
         batch_size = config.eval_batch_size
     if seed is None:
-        seed = evaluation_seed(config.seed, "test")
+        seed = noise_seed(config.seed, "test")
     res = evaluate_by_condition(model, data.test_x, data.test_y, task, batch_size,
                                 generator=seed, ignores_s=model.ignores_s, at=s_values)
     rows = [{**r, "weights_epoch": weights_epoch, "weights_step": weights_step}

@@ -47,6 +47,7 @@ from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
 from ..topology import Manifold
+from .archive import load_summary
 from .checkpoint import atomic_write_bytes, atomic_write_csv
 
 __all__ = [
@@ -708,8 +709,11 @@ def _task_of(run_dir: Path) -> tuple[str, dict[str, Any]]:
     for name in ("summary.json", "config.json"):
         path = run_dir / name
         if path.is_file():
-            doc = _read_json(path)
-            config = doc.get("config", {}) if name == "summary.json" else doc
+            if name == "summary.json":
+                summary = load_summary(run_dir)
+                config = summary.get("config", {}) if summary is not None else {}
+            else:
+                config = _read_json(path)
             if isinstance(config, dict) and "task" in config:
                 return str(config["task"]), config
     raise FileNotFoundError(f"{run_dir} has neither summary.json nor config.json with the "

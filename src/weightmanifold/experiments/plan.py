@@ -53,6 +53,7 @@ from .archive import (
     PLACEMENT_KEYS,
     configuration_mismatch,
     finished_summary,
+    read_summary,
     training_refusal,
 )
 from .presets import Preset
@@ -66,6 +67,7 @@ STATES = ("finished", "diverged", "resumes", "to train", "refused")
 
 
 def _read(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path`` (a run's config.json); ``None`` where it cannot be read."""
     try:
         with open(path) as f:
             out = json.load(f)
@@ -102,8 +104,7 @@ def _state(run_dir: Path, mine: dict[str, Any], checkpoint: str = "checkpoints/l
     if not (run_dir / checkpoint).exists():
         why = training_refusal(run_dir, mine, run_dir / checkpoint)
         return ("to train", None, None) if why is None else ("refused", None, why)
-    saved = _read(run_dir / "config.json") or (_read(run_dir / "summary.json") or {}).get(
-        "config")
+    saved = _read(run_dir / "config.json") or (read_summary(run_dir)[0] or {}).get("config")
     mismatch = configuration_mismatch(saved, mine, ignore=resumable, hint=False) \
         if isinstance(saved, dict) else ""
     if mismatch:
@@ -252,7 +253,7 @@ def diffusion_plan(root: str | Path, *, scale: str = "cpu",
             run_dir = root / label / f"seed_{seeds[0]}"
             mine = configs[label].replace(seed=seeds[0], **over).to_dict()
             finished = _state(run_dir, mine, "checkpoint.pt", PLACEMENT_KEYS)[0] == "finished"
-            firsts[label] = _read(run_dir / "summary.json") if finished else None
+            firsts[label] = read_summary(run_dir)[0] if finished else None
     # the sweep chooses once every candidate it runs has run its first seed
     chosen = best_manifold(firsts) if firsts and all(firsts.values()) else None
     rows = []

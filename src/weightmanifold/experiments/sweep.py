@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .archive import finished_run, read_summary
+from .archive import finished_run, load_summary, read_summary
 from .checkpoint import atomic_write_bytes, atomic_write_csv, atomic_write_json
 from .config import RunConfig
 from .presets import Preset, PresetRun
@@ -129,9 +129,9 @@ def _summaries(root: Path, seeds: Sequence[int]) -> list[dict[str, Any]]:
     """
     out = []
     for seed in seeds:
-        summary, why = read_summary(root / f"seed_{seed}")
+        summary = load_summary(root / f"seed_{seed}", missing_ok=True)
         if summary is None:
-            raise ValueError(f"{root / f'seed_{seed}'}: {why or 'no summary.json'}")
+            raise ValueError(f"{root / f'seed_{seed}'}: no summary.json")
         out.append(summary)
     return out
 

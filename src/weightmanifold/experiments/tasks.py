@@ -734,7 +734,8 @@ def evaluate_by_condition(
     ignores_s: bool = False,
     at: Sequence[float] | None = None,
 ) -> dict[str, Any]:
-    r"""Accuracy and mean cross-entropy on every evaluation condition of a task.
+    r"""Accuracy and mean cross-entropy on every evaluation condition of a task (or at
+    the conditions ``at``).
 
     For each condition :math:`s_k` of ``task.eval_conditions()`` (or of ``at``;
     with ``conditions = "seen"``: each one training uses) the whole set is
@@ -781,7 +782,7 @@ def evaluate_by_condition(
             with a task that transforms its input it changes nothing.
         at: evaluate at these conditions, in this order, instead of the task's
             grid (``None``: ``task.eval_conditions()``); each is marked seen or
-            unseen by ``task.seen``.
+            unseen by ``task.seen``, and one given twice counts twice in the means.
 
     Returns:
         A JSON-serialisable dict::
@@ -844,13 +845,16 @@ def evaluate_by_condition(
         grid = task.eval_conditions(dtype=torch.float64)
     else:
         try:
-            grid = torch.tensor([float(v) for v in at], dtype=torch.float64)
+            if isinstance(at, (str, bytes)):  # iterable, but not a sequence of numbers
+                raise TypeError(at)
+            values = list(at)
+            grid = torch.tensor([float(v) for v in values], dtype=torch.float64)
         except (TypeError, ValueError) as err:
             raise ValueError(f"evaluate_by_condition: at must be a sequence of numbers, "
                              f"got {at!r}") from err
         if grid.numel() == 0 or not bool(torch.isfinite(grid).all()):
             raise ValueError(f"evaluate_by_condition: at must hold at least one condition, "
-                             f"each a finite number, got {list(at)!r}")
+                             f"each a finite number, got {values!r}")
     seen = task.seen(grid)
     if conditions == "seen":
         if not bool(seen.any()):

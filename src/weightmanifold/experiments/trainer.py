@@ -66,7 +66,7 @@ import weightmanifold as wm
 from .archive import (
     configuration_mismatch,
     finished_summary,
-    read_summary,
+    load_summary,
     refuse_training_over,
 )
 from .checkpoint import (
@@ -88,8 +88,8 @@ __all__ = [
     "TrainingDivergedError",
     "aggregate_seeds",
     "configuration_mismatch",
-    "evaluation_seed",
     "load_run_data",
+    "noise_seed",
     "run_seeds",
     "train",
 ]
@@ -99,21 +99,27 @@ __all__ = [
 RESUMABLE_CHANGES = ("threads", "data_dir", "device", "checkpoint_every", "epochs", "max_steps",
                      "name")
 SUBSET_SEED = 12345
+VAL_SEED = 54321
+_NOISE_OFFSETS = {"train": 1, "test": 2, "val": 3}
 
 
-def evaluation_seed(seed: int, split: str) -> int:
-    """The seed of the task's noise when a run of ``seed`` reads ``split`` (``"test"`` or
-    ``"val"``): the same draws at every epoch and every condition. (Training draws
-    from ``2 * seed + 1``.)
+def noise_seed(seed: int, split: str) -> int:
+    """The seed of the generator a run of ``seed`` draws its training conditions and the
+    task's noise from (``split = "train"``), or the task's noise when it reads ``"test"``
+    or ``"val"`` (reset to it at every epoch and every condition: the same draws each
+    time).
 
     Raises:
         ValueError: for another split.
+
+    Examples:
+        >>> noise_seed(3, "train"), noise_seed(3, "test"), noise_seed(3, "val")
+        (7, 8, 9)
     """
-    offsets = {"test": 2, "val": 3}
-    if split not in offsets:
-        raise ValueError(f"split must be 'test' or 'val', got {split!r}")
-    return 2 * seed + offsets[split]
-VAL_SEED = 54321
+    if split not in _NOISE_OFFSETS:
+        raise ValueError(f"split must be one of {', '.join(map(repr, _NOISE_OFFSETS))}, "
+                         f"got {split!r}")
+    return 2 * seed + _NOISE_OFFSETS[split]
 
 
 class TrainingDivergedError(RuntimeError):
@@ -266,7 +272,7 @@ class Trainer:
         if self.world > 1:
             self.train_model = nn.parallel.DistributedDataParallel(self.model)
         self.optimizer = _make_optimizer(config, self.train_model)
-        self.gen = torch.Generator().manual_seed(config.seed * 2 + 1)
+        self.gen = torch.Generator().manual_seed(noise_seed(config.seed, "train"))
         self.epoch = 0
         self.step_in_epoch = 0
         self.global_step = 0
@@ -543,7 +549,7 @@ class Trainer:
                                      "evaluates no seen condition to validate at; use "
                                      "validate_at = 'all'")
                 measure(self.data.val_x, self.data.val_y, "val_",
-                        evaluation_seed(self.config.seed, "val"), at)
+                        noise_seed(self.config.seed, "val"), at)
                 if at == "seen":
                     # measured at the seen conditions only: nothing over every condition
                     record["val_accuracy"] = record["val_loss"] = None
@@ -557,7 +563,7 @@ class Trainer:
                     self.model.load_state_dict(self.best["model"])
                     record["selected_epoch"] = self.best["epoch"]
                 measure(self.data.test_x, self.data.test_y, "",
-                        evaluation_seed(self.config.seed, "test"))
+                        noise_seed(self.config.seed, "test"))
                 if last is not None:
                     self.model.load_state_dict(last)
                 for key in ("accuracy", "loss"):
@@ -728,21 +734,20 @@ def aggregate_seeds(root: str | Path, seeds: Sequence[int]) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: if a seed's run has no summary.
-        ValueError: if a seed's summary cannot be read (:func:`~.archive.read_summary`).
+        ValueError: if a seed's summary cannot be read (:func:`~.archive.load_summary`).
         RuntimeError: if a seed's run has not completed.
     """
 
     root = Path(root)
     finals = []
     for seed in seeds:
-        path = root / f"seed_{seed}" / "summary.json"
-        summary, why = read_summary(path.parent)
-        if summary is None:
-            if why is None:
-                raise FileNotFoundError(f"{path}: the run of seed {seed} has no summary")
-            raise ValueError(f"{path.parent}: {why}")
-        if summary.get("status") != "completed" or summary.get("final") is None:
-            raise RuntimeError(f"{path}: the run of seed {seed} is {summary.get('status')}")
+        run_dir = root / f"seed_{seed}"
+        summary = load_summary(run_dir)
+        assert summary is not None  # load_summary raised where there is none
+        status = summary.get("status")
+        if status != "completed" or summary.get("final") is None:
+            what = "has no status" if status is None else f"is {status}"
+            raise RuntimeError(f"{run_dir}: the run of seed {seed} {what}")
         finals.append(summary["final"])
     metrics = {}
     for f in finals:  # the generalisation gap, seen minus unseen conditions, per seed
